@@ -12,7 +12,15 @@ What it does:
    loads each SavedModel with the ``serve`` tag, and calls ``serving_default`` with
    prebuilt tensors: batch 1 (``--calls`` timed calls after ``--warmup`` untimed ones,
    cycling through the rows; p50 / p99 latency) and batch 512 (rows per second);
-4. prints one table and the command that produced it.
+4. in the same process, loads each SavedModel again through TensorFlow's C API
+   (:mod:`tfmtnas.export.capi`: ``TF_LoadSessionFromSavedModel`` + ``TF_SessionRun``, the
+   C++ path a model server takes) and times the same calls there, after checking that its
+   outputs equal the Python signature's;
+5. prints one table and the command that produced it.
+
+The Python call of a loaded signature costs about 15 us per input (42 inputs here) before
+the graph runs; a C++ server does not pay it, so the C API columns are the closer
+measure of a server's compute per request (it adds its own RPC and proto conversion).
 
 More models (e.g. a derived child and its supernet, once exported) join the table with
 ``--saved_model label=path`` (repeatable), or from Python through
@@ -40,10 +48,42 @@ BATCH = 512
 
 
 # --------------------------------------------------------------------------- fresh process
+def _load_capi():
+    """``tfmtnas.export.capi`` by file path: the package itself is not imported here."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tfmtnas" / "export" / "capi.py"
+    spec = importlib.util.spec_from_file_location("capi", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _measure_c_api(capi, path: str, cols: dict, python_batch_out: dict, warmup: int,
+                   calls: int, batch_calls: int) -> dict:
+    """Batch-1 latency and batch-512 rows/s through the C API; inputs built untimed."""
+    n = len(next(iter(cols.values())))
+    with capi.CApiSession(path) as session:
+        session.set_inputs({k: v[:BATCH] for k, v in cols.items()})
+        out = session.run()
+        diff = max(float(np.abs(out[k] - python_batch_out[k]).max()) for k in out)
+        batch_times = session.time_runs(5 + batch_calls)[5:]
+        times = []
+        for i in range(warmup + calls):
+            session.set_inputs({k: v[i % n:i % n + 1] for k, v in cols.items()})
+            times += session.time_runs(1)
+    ms = np.array(times[warmup:]) * 1e3
+    return {"capi_p50_ms": float(np.percentile(ms, 50)),
+            "capi_p99_ms": float(np.percentile(ms, 99)),
+            "capi_rows_per_s": float(BATCH * len(batch_times) / sum(batch_times)),
+            "capi_max_diff": diff}
+
+
 def _measure_main(args_path: str) -> None:
     """Child process: TensorFlow only, like a model server."""
     import tensorflow as tf
 
+    capi = _load_capi()
     args = json.loads(Path(args_path).read_text())
     rows = np.load(args["rows"], allow_pickle=False)
     overheads: dict[tuple, float] = {}
@@ -69,7 +109,7 @@ def _measure_main(args_path: str) -> None:
                                    args["calls"])
             overheads[key] = float(np.percentile(np.array(overhead) * 1e3, 50))
         for _ in range(5):
-            fn(**batch)
+            batch_out = {k: v.numpy() for k, v in fn(**batch).items()}
         batch_times = []
         for _ in range(args["batch_calls"]):
             t = time.perf_counter()
@@ -84,7 +124,9 @@ def _measure_main(args_path: str) -> None:
             "binding_ms": overheads[key],
             "graph_p50_ms": float(np.percentile(ms, 50)) - overheads[key],
             "batch": BATCH, "batch_p50_ms": float(np.median(batch_times) * 1e3),
-            "rows_per_s": float(BATCH * len(batch_times) / sum(batch_times))})
+            "rows_per_s": float(BATCH * len(batch_times) / sum(batch_times)),
+            **_measure_c_api(capi, path, cols, batch_out, args["warmup"], args["calls"],
+                             args["batch_calls"])})
     print(json.dumps(results))
 
 
@@ -201,7 +243,10 @@ def format_table(results: list[dict]) -> str:
             ("identity p50 ms", "binding_ms", "{:.3f}"),
             ("p50 - identity ms", "graph_p50_ms", "{:.3f}"),
             (f"batch-{BATCH} p50 ms", "batch_p50_ms", "{:.2f}"),
-            (f"batch-{BATCH} rows/s", "rows_per_s", "{:,.0f}")]
+            (f"batch-{BATCH} rows/s", "rows_per_s", "{:,.0f}"),
+            ("C API p50 ms", "capi_p50_ms", "{:.3f}"), ("C API p99 ms", "capi_p99_ms", "{:.3f}"),
+            (f"C API batch-{BATCH} rows/s", "capi_rows_per_s", "{:,.0f}"),
+            ("C API max |diff|", "capi_max_diff", "{:.1e}")]
     cells = [[fmt.format(r[key]) for _, key, fmt in cols] for r in results]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, (h, _, _) in enumerate(cols)]
     lines = ["  ".join(h.ljust(w) for (h, _, _), w in zip(cols, widths)),

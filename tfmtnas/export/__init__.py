@@ -8,6 +8,9 @@
 - :class:`SavedModelPredictor`: batch predictions from an exported folder.
 - :mod:`tfmtnas.export.client`: TF Serving gRPC requests and REST bodies from raw rows
   (needs ``tensorflow-serving-api``, the ``serving`` extra).
+- :class:`tfmtnas.export.capi.CApiSession`: load and run an export through TensorFlow's C
+  API, the C++ path a model server takes (checks and latency without Python's call cost;
+  imported on demand, it is not loaded by ``import tfmtnas.export``).
 
 Example:
     >>> path = export_saved_model(model, "saved_models", name="mmoe")
