@@ -129,8 +129,11 @@ class MultiTaskModel(tfrs.Model):
         """
         x = self.embedding(features)
         if training:
-            return self.compiled_core(self.core_logits, x)
-        return self.core_logits(x)
+            logits = self.compiled_core(self.core_logits, x)
+        else:
+            logits = self.core_logits(x)
+        # Losses and metrics in float32 under a mixed-precision policy (e.g. mixed_bfloat16).
+        return tf.cast(logits, tf.float32)
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool = False):
         """Per-task outputs by name: probability for binary tasks, value for regression."""
