@@ -57,6 +57,32 @@ def test_preprocessor_values_and_oov():
                                (np.array([2.5, 4.0]) - 2.5) / spec.numeric[1].std, rtol=1e-5)
 
 
+def test_preprocessor_ids_equal_per_feature_keras_lookups():
+    """The joint table and grouped hashing give the ids of one Keras lookup per feature."""
+    from tfmtnas import keras
+
+    rng = np.random.default_rng(0)
+    cats = [CategoricalFeature("h7", hash_bins=7), CategoricalFeature("color", ("red", "blue")),
+            CategoricalFeature("h3", hash_bins=3), CategoricalFeature("size", ("1", "2", "10")),
+            CategoricalFeature("h7b", hash_bins=7), CategoricalFeature("empty", ())]
+    spec = FeatureSpec(cats, [NumericFeature("x", 1.0, 2.0)])
+    values = ["red", "blue", "1", "2", "10", "", "purple", "0\x1fred", "1\x1fred"]
+    raw = {f.name: tf.constant(rng.choice(values, 50)) for f in cats}
+    raw["size"] = tf.constant(rng.choice([1, 2, 10, 11], 50))  # integers become strings
+    raw["x"] = tf.constant(rng.normal(size=50).astype("float32"))
+    got = FeaturePreprocessor(spec)(raw)["categorical"].numpy()
+    for j, (f, offset) in enumerate(zip(cats, spec.offsets)):
+        column = tf.strings.as_string(raw[f.name]) if f.name == "size" else raw[f.name]
+        if f.vocabulary is None:
+            expected = keras.layers.Hashing(num_bins=f.hash_bins)(column).numpy()
+        elif not f.vocabulary:  # no known value: everything is out of vocabulary
+            expected = np.zeros(50, int)
+        else:
+            expected = keras.layers.StringLookup(vocabulary=list(f.vocabulary),
+                                                 num_oov_indices=1, mask_token=None)(column)
+        np.testing.assert_array_equal(got[:, j], np.asarray(expected) + offset, f.name)
+
+
 def test_missing_raw_feature_is_named():
     spec = _spec()
     with pytest.raises(KeyError, match="size"):
