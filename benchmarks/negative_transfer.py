@@ -30,7 +30,8 @@ from tfmtnas.search.analysis import shared_capacity
 
 SIZES = dict(expert_units=(16,), num_experts=4, tower_units=(8,), batch_size=256,
              learning_rate=3e-3)
-# Per method: architecture optimizer, its learning rate and the method's options.
+# Per method: SearchConfig fields (architecture optimizer, its learning rate, warm-up, ...)
+# and the method's options.
 METHOD_SETTINGS = {
     "gumbel": {"arch_optimizer": "adam", "arch_learning_rate": 0.05,
                "options": {"budget": 0.5}},
@@ -70,8 +71,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="fine-tune epochs of the child (default epochs // 2)")
     parser.add_argument("--num_train", type=int, default=20000)
     parser.add_argument("--settings", default="{}", help="JSON: per-method overrides")
+    parser.add_argument("--learning_rate", type=float, default=SIZES["learning_rate"],
+                        help="weight learning rate of every model")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
+    sizes = {**SIZES, "learning_rate": args.learning_rate}
     print("command:", " ".join(["python", *sys.argv]), flush=True)
     methods = [m for m in args.methods.split(",") if m]
     child_epochs = args.epochs // 2 if args.child_epochs is None else args.child_epochs
@@ -86,16 +90,15 @@ def main(argv: list[str] | None = None) -> None:
             data = make_synthetic(num_train=args.num_train, num_validation=2000,
                                   num_test=2000, correlation=p, seed=seed)
             base = train_and_evaluate(TrainConfig(dataset="synthetic", model="mmoe", seed=seed,
-                                                  epochs=args.epochs + child_epochs, **SIZES),
+                                                  epochs=args.epochs + child_epochs, **sizes),
                                       data=data, verbose=0)
             results.setdefault((p, "mmoe"), []).append((mse(base.test_metrics), 1.0))
             for method in methods:
                 st = chosen[method]
+                fields = {k: v for k, v in st.items() if k != "options"}
                 cfg = SearchConfig(dataset="synthetic", method=method, seed=seed,
                                    epochs=args.epochs, child_epochs=child_epochs,
-                                   method_options=st["options"],
-                                   arch_optimizer=st["arch_optimizer"],
-                                   arch_learning_rate=st["arch_learning_rate"], **SIZES)
+                                   method_options=st["options"], **fields, **sizes)
                 res = run_search(cfg, data=data, verbose=0)
                 share = shared_capacity(res.derived, 100)
                 results.setdefault((p, method), []).append((mse(res.child_metrics), share))

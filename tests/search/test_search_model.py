@@ -32,11 +32,13 @@ def pair_dataset(seed=0, val_labels=True) -> tf.data.Dataset:
     return tf.data.Dataset.from_tensors((_batch(rng), _batch(rng, labels=val_labels)))
 
 
-def search_model(method: str, tasks=TASKS, full_jit=False, **method_kwargs) -> SearchModel:
+def search_model(method: str, tasks=TASKS, full_jit=False, arch_warmup_steps=0,
+                 **method_kwargs) -> SearchModel:
     space = search_space(method, [t.name for t in tasks], num_layers=2, num_experts=2,
                          expert_units=(4,))
     model = SearchModel(SPEC, tasks, make_method(method, space, **method_kwargs),
-                        arch_optimizer=keras.optimizers.Adam(0.05), embedding_dim=2,
+                        arch_optimizer=keras.optimizers.Adam(0.05),
+                        arch_warmup_steps=arch_warmup_steps, embedding_dim=2,
                         tower_units=(4,))
     model.compile(keras.optimizers.Adam(0.05), jit_compile=True, full_jit=full_jit)
     return model
@@ -122,6 +124,24 @@ def test_weight_and_architecture_steps_update_only_their_variables(method):
         assert_train_step_is_xla(model)
     else:
         assert_core_is_xla(model)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_architecture_waits_for_the_warmup_steps(method):
+    model = search_model(method, arch_warmup_steps=2)
+    arch = model.method.trainable_variables
+    weights = model.weight_variables()
+    ds = pair_dataset()
+    for step in range(3):
+        arch_before, weights_before = _values(arch), _values(weights)
+        model.fit(ds, epochs=1, verbose=0)
+        assert any(_changed(weights_before, weights)), step
+        assert any(_changed(arch_before, arch)) == (step == 2), step
+
+
+def test_negative_warmup_is_refused():
+    with pytest.raises(ValueError, match="arch_warmup_steps must be >= 0, got -1"):
+        search_model("gumbel", arch_warmup_steps=-1)
 
 
 def test_joint_gumbel_takes_architecture_gradients_from_the_training_batch():

@@ -62,6 +62,8 @@ class SearchConfig:
     # Optimizer of the architecture variables: "adam" or "sgd" (plain gradient descent).
     arch_optimizer: str = "adam"
     method_options: dict = dataclasses.field(default_factory=dict)
+    # Epochs of weight training before the architecture starts to move.
+    arch_warmup_epochs: int = 0
     child: str = "finetune"
     child_epochs: int = 2
     seed: int = 0
@@ -175,8 +177,10 @@ def run_search(cfg: SearchConfig, data: MultiTaskData | None = None,
     if len(arch_split) == 0:
         raise DataError("The validation split is empty: the architecture step needs examples.")
     method = make_method(cfg.method, space, **cfg.method_options)
+    steps_per_epoch = -(-len(weight_split) // cfg.batch_size)
     model = SearchModel(data.spec, data.tasks, method,
                         arch_optimizer=arch_optimizer(cfg),
+                        arch_warmup_steps=cfg.arch_warmup_epochs * steps_per_epoch,
                         embedding_dim=cfg.embedding_dim, tower_units=cfg.tower_units)
     model.compile(keras.optimizers.Adam(cfg.learning_rate), jit_compile=cfg.jit_compile)
 

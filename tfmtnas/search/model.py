@@ -37,17 +37,24 @@ class SearchModel(MultiTaskModel):
         tasks: the tasks.
         method: the search method (owns the architecture variables and the searched spec).
         arch_optimizer: optimizer of the architecture variables (default Adam 3e-3).
+        arch_warmup_steps: search steps whose architecture update is skipped (its gradients
+            are zeroed), so that the weights learn before the architecture is judged by
+            them, as one-shot searches commonly warm up their supernet. Default 0.
         embedding_dim, tower_units: as for :class:`MultiTaskModel`.
     """
 
     def __init__(self, spec, tasks, method: SearchMethod, arch_optimizer=None,
-                 embedding_dim: int = 8, tower_units=(32,), **kwargs):
+                 arch_warmup_steps: int = 0, embedding_dim: int = 8, tower_units=(32,),
+                 **kwargs):
         network = RoutingNetwork(method.spec, search_queries=method.search_queries,
                                  name="supernet", **method.network_options())
         super().__init__(spec, tasks, sharing=network, embedding_dim=embedding_dim,
                          tower_units=tower_units, **kwargs)
         self.method = method
         self.arch_optimizer = arch_optimizer or keras.optimizers.Adam(3e-3)
+        if int(arch_warmup_steps) < 0:
+            raise ValueError(f"arch_warmup_steps must be >= 0, got {arch_warmup_steps}.")
+        self.arch_warmup_steps = int(arch_warmup_steps)
         self.search_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="search_step")
         self.logits(self.dummy_features())  # create every variable now
 
@@ -100,6 +107,12 @@ class SearchModel(MultiTaskModel):
                     y_val, val_logits, compute_metrics=False))
                 arch_loss = self.method.arch_objective(val_loss, aux, step)
             arch_grads = arch_tape.gradient(arch_loss, arch_vars)
+        if self.arch_warmup_steps:
+            # Zero gradients leave the variables where they are (SGD and Adam alike: Adam's
+            # moments stay zero, so its update is zero too).
+            active = tf.cast(step >= self.arch_warmup_steps, tf.float32)
+            arch_grads = [None if g is None else g * tf.cast(active, g.dtype)
+                          for g in arch_grads]
         self.arch_optimizer.apply_gradients(zip(arch_grads, arch_vars))
         step.assign_add(1)
         metrics = {m.name: m.result() for m in self.metrics}
