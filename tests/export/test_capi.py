@@ -25,6 +25,11 @@ def test_c_api_reproduces_the_model(exported, tiny):
         np.testing.assert_allclose(session.run()["click"], expected["click"][5:6], atol=1e-5)
         times = session.time_runs(20)
     assert len(times) == 20 and all(t > 0 for t in times)
+    # The thread settings a server tunes change the schedule, not the numbers.
+    with CApiSession(exported.path, inter_op_threads=1, intra_op_threads=1) as session:
+        session.set_inputs(cols)
+        np.testing.assert_allclose(session.run()["watch_time"], expected["watch_time"],
+                                   atol=1e-5)
 
 
 def test_c_api_errors_name_the_problem(exported, tiny, tmp_path):
@@ -32,6 +37,8 @@ def test_c_api_errors_name_the_problem(exported, tiny, tmp_path):
         CApiSession(tmp_path)
     with pytest.raises(KeyError, match="no signature 'nope'"):
         CApiSession(exported.path, signature="nope")
+    with pytest.raises(ValueError, match="inter_op_threads=-1"):
+        CApiSession(exported.path, inter_op_threads=-1)
     cols = to_columns(tiny.heldout, tiny.spec)
     with CApiSession(exported.path) as session:
         with pytest.raises(RuntimeError, match="call set_inputs"):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import meta_graph_pb2
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2
 
 _TF_FLOAT, _TF_STRING = 1, 7
 _TSTRING_BYTES = 24  # sizeof(TF_TString)
@@ -61,6 +61,7 @@ def _libraries() -> tuple[ctypes.CDLL, ctypes.CDLL]:
                     "TF_DeleteTensor": ([vp], None)},
         cc: {"TF_NewGraph": ([], vp), "TF_DeleteGraph": ([vp], None),
              "TF_NewSessionOptions": ([], vp), "TF_DeleteSessionOptions": ([vp], None),
+             "TF_SetConfig": ([vp, ctypes.c_char_p, sz, vp], None),
              "TF_LoadSessionFromSavedModel": (
                  [vp, vp, ctypes.c_char_p, ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, vp,
                   ctypes.POINTER(_Buffer), vp], vp),
@@ -86,13 +87,25 @@ class CApiSession:
     Args:
         path: a SavedModel folder (``saved_models/<name>/<version>``).
         signature: the signature to run. Default ``"serving_default"``.
+        inter_op_threads: threads running independent ops in parallel; ``0`` (default) lets
+            TensorFlow choose (one per core). TF Serving's ``--tensorflow_inter_op_parallelism``.
+        intra_op_threads: threads inside one op; ``0`` (default) lets TensorFlow choose.
+            TF Serving's ``--tensorflow_intra_op_parallelism``.
     """
 
-    def __init__(self, path: str | Path, signature: str = "serving_default"):
+    def __init__(self, path: str | Path, signature: str = "serving_default",
+                 inter_op_threads: int = 0, intra_op_threads: int = 0):
+        if inter_op_threads < 0 or intra_op_threads < 0:
+            raise ValueError(f"Thread counts must be >= 0, got inter_op_threads="
+                             f"{inter_op_threads}, intra_op_threads={intra_op_threads}.")
         self._fw, self._cc = _libraries()
         self._status = self._fw.TF_NewStatus()
         self._graph = self._cc.TF_NewGraph()
         options = self._cc.TF_NewSessionOptions()
+        config = config_pb2.ConfigProto(inter_op_parallelism_threads=inter_op_threads,
+                                        intra_op_parallelism_threads=intra_op_threads)
+        raw = config.SerializeToString()
+        self._cc.TF_SetConfig(options, raw, len(raw), self._status)
         meta = self._fw.TF_NewBuffer()
         tags = (ctypes.c_char_p * 1)(b"serve")
         self._session = self._cc.TF_LoadSessionFromSavedModel(
