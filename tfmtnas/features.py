@@ -241,25 +241,25 @@ class FeaturePreprocessor(keras.layers.Layer):
         super().__init__(**kwargs)
         self.spec = spec if isinstance(spec, FeatureSpec) else FeatureSpec.from_dict(spec)
         cats, offsets = self.spec.categorical, self.spec.offsets
-        self._vocab_columns = [i for i, f in enumerate(cats) if f.vocabulary]
-        # Each known value maps to its id in the concatenated table; unknown values to -1.
+        self._vocab_columns = [i for i, f in enumerate(cats) if f.vocabulary is not None]
+        # Each known value maps to its id in the concatenated table, an unknown one to -1;
+        # a feature with an empty vocabulary has no table: everything is unknown.
         self._tables = [tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant(cats[i].vocabulary),
                 tf.range(offsets[i] + 1, offsets[i] + 1 + len(cats[i].vocabulary),
-                         dtype=tf.int64)), default_value=-1) for i in self._vocab_columns]
-        # A feature with an empty vocabulary has only its out-of-vocabulary id.
-        self._empty_columns = [i for i, f in enumerate(cats) if f.vocabulary == ()]
+                         dtype=tf.int64)), default_value=-1) if cats[i].vocabulary else None
+            for i in self._vocab_columns]
+        self._oov_ids = np.array([offsets[i] for i in self._vocab_columns], np.int64)
         # Hashed features grouped by bucket count: one hashing op per group.
         groups: dict[int, list[int]] = {}
         for i, f in enumerate(cats):
             if f.hash_bins is not None:
                 groups.setdefault(f.hash_bins, []).append(i)
-        self._hash_groups = sorted(groups.items())
-        # Columns come out as [vocabulary..., empty vocabulary..., hash groups...]; this puts
-        # them back in spec order.
-        produced = (self._vocab_columns + self._empty_columns
-                    + [i for _, cols in self._hash_groups for i in cols])
+        self._hash_groups = [(bins, cols, np.array([offsets[i] for i in cols], np.int64))
+                             for bins, cols in sorted(groups.items())]
+        # Columns come out as [vocabulary..., hash groups...]; this puts them back in order.
+        produced = self._vocab_columns + [i for _, cols, _ in self._hash_groups for i in cols]
         self._order = [produced.index(i) for i in range(len(cats))]
         num = self.spec.numeric
         self._mean = np.array([f.mean for f in num], np.float32)
@@ -277,20 +277,19 @@ class FeaturePreprocessor(keras.layers.Layer):
         """The raw values of categorical ``columns`` as strings, ``[batch, len(columns)]``."""
         return tf.stack([self._string(features, i) for i in columns], axis=1)
 
-    def _categorical_ids(self, features, batch: tf.Tensor) -> tf.Tensor:
+    def _categorical_ids(self, features) -> tf.Tensor:
         parts = []
-        offsets = self.spec.offsets
         if self._vocab_columns:
-            found = tf.stack([table.lookup(self._string(features, i))
-                              for i, table in zip(self._vocab_columns, self._tables)], axis=1)
-            oov = tf.constant([offsets[i] for i in self._vocab_columns], tf.int64)
-            parts.append(tf.where(found < 0, oov, found))
-        if self._empty_columns:
-            oov = tf.constant([offsets[i] for i in self._empty_columns], tf.int64)
-            parts.append(tf.tile(oov[tf.newaxis], [batch, 1]))
-        for bins, cols in self._hash_groups:
-            hashed = tf.strings.to_hash_bucket_fast(self._strings(features, cols), bins)
-            parts.append(hashed + tf.constant([offsets[i] for i in cols], tf.int64))
+            found = []
+            for i, table in zip(self._vocab_columns, self._tables):
+                raw = self._string(features, i)
+                found.append(table.lookup(raw) if table is not None
+                             else tf.fill(tf.shape(raw), tf.constant(-1, tf.int64)))
+            found = tf.stack(found, axis=1)
+            parts.append(tf.where(found < 0, self._oov_ids, found))
+        for bins, cols, offsets in self._hash_groups:
+            parts.append(tf.strings.to_hash_bucket_fast(self._strings(features, cols), bins)
+                         + offsets)
         ids = tf.concat(parts, axis=1)
         if self._order != list(range(len(self._order))):
             ids = tf.gather(ids, self._order, axis=1)
@@ -302,7 +301,7 @@ class FeaturePreprocessor(keras.layers.Layer):
             raise KeyError(f"Missing raw features {missing}; expected {self.spec.names}.")
         batch = tf.shape(tf.reshape(features[self.spec.names[0]], [-1]))[0]
         if self.spec.categorical:
-            ids = self._categorical_ids(features, batch)
+            ids = self._categorical_ids(features)
         else:
             ids = tf.zeros([batch, 0], tf.int32)
         if self.spec.numeric:

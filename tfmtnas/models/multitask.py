@@ -129,15 +129,12 @@ class MultiTaskModel(tfrs.Model):
         """
         x = self.embedding(features)
         if training:
-            logits = self.compiled_core(self.core_logits, x)
-        else:
-            logits = self.core_logits(x)
-        # Losses and metrics in float32 under a mixed-precision policy (e.g. mixed_bfloat16).
-        return tf.cast(logits, tf.float32)
+            return self.compiled_core(self.core_logits, x)
+        return self.core_logits(x)
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool = False):
         """Per-task outputs by name: probability for binary tasks, value for regression."""
-        logits = self.logits(features, training=training)
+        logits = tf.cast(self.logits(features, training=training), tf.float32)
         out = {}
         for i, task in enumerate(self.tasks):
             z = logits[:, i]
@@ -149,7 +146,9 @@ class MultiTaskModel(tfrs.Model):
         """Each task's masked mean loss; missing (NaN) labels are left out.
 
         With ``compute_metrics`` the task metrics and the per-task loss trackers are updated.
+        Losses and metrics are float32 whatever the compute dtype (e.g. ``mixed_bfloat16``).
         """
+        logits = tf.cast(logits, tf.float32)
         losses = []
         for i, (task, ranking, tracker) in enumerate(
                 zip(self.tasks, self.ranking_tasks, self.task_losses)):

@@ -39,7 +39,8 @@ class SearchModel(MultiTaskModel):
         arch_optimizer: optimizer of the architecture variables (default Adam 3e-3).
         arch_warmup_steps: search steps whose architecture update is skipped (its gradients
             are zeroed), so that the weights learn before the architecture is judged by
-            them, as one-shot searches commonly warm up their supernet. Default 0.
+            them, as one-shot searches commonly warm up their supernet. The architecture
+            step still runs (and costs the same) during the warm-up. Default 0.
         embedding_dim, tower_units: as for :class:`MultiTaskModel`.
     """
 
@@ -110,7 +111,7 @@ class SearchModel(MultiTaskModel):
         if self.arch_warmup_steps:
             # Zero gradients leave the variables where they are (SGD and Adam alike: Adam's
             # moments stay zero, so its update is zero too).
-            active = tf.cast(step >= self.arch_warmup_steps, tf.float32)
+            active = step >= self.arch_warmup_steps
             arch_grads = [None if g is None else g * tf.cast(active, g.dtype)
                           for g in arch_grads]
         self.arch_optimizer.apply_gradients(zip(arch_grads, arch_vars))
