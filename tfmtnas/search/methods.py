@@ -39,6 +39,7 @@ import tensorflow as tf
 from tfmtnas import keras
 from tfmtnas.search.network import MixerGroup, mixer_groups
 from tfmtnas.search.spec import INPUT, Expert, Layer, Mixer, RoutingSpec
+from tfmtnas.search.usage import ExpertUsage
 
 METHODS = ("mtnas", "gumbel", "mtlnas")
 MODES = ("weight", "arch", "eval")
@@ -156,6 +157,12 @@ class SearchMethod(keras.layers.Layer):
         """Extra loss of the weight step (default none)."""
         return tf.constant(0.0)
 
+    def _check_cost_weight(self, cost_weight: float) -> float:
+        if not cost_weight >= 0:
+            raise ValueError(f"cost_weight must be >= 0, got {cost_weight!r}.")
+        self.usage = ExpertUsage(self.spec)
+        return float(cost_weight)
+
     def arch_objective(self, task_loss: tf.Tensor, aux: dict, step: tf.Tensor) -> tf.Tensor:
         """What the architecture optimizer minimises (default: the task loss)."""
         return task_loss
@@ -208,13 +215,19 @@ class GumbelMatrix(SearchMethod):
             starts from full sharing).
         joint: train router logits on the training batch together with the weights (the
             paper's single-level training), instead of on the validation batch.
+        cost_weight: weight of the expected fraction of experts the child computes
+            (:class:`~tfmtnas.search.usage.ExpertUsage` of the on-probabilities) in the
+            loss. Unlike the budget, which counts entries, it makes sharing an expert
+            cheaper than using two. Default 0; not in the paper.
     """
 
     method_name = "gumbel"
 
     def __init__(self, spec, budget: float | None = None, budget_weight: float = 1.0,
-                 init_logit: float = 2.0, joint: bool = True, **kwargs):
+                 init_logit: float = 2.0, joint: bool = True, cost_weight: float = 0.0,
+                 **kwargs):
         super().__init__(spec, **kwargs)
+        self.cost_weight = self._check_cost_weight(cost_weight)
         self.budget, self.budget_weight = budget, float(budget_weight)
         self.init_logit, self.joint = float(init_logit), bool(joint)
         self.logits = [self.add_weight(name=f"alloc_{i}", shape=g.shape, dtype="float32",
@@ -227,11 +240,12 @@ class GumbelMatrix(SearchMethod):
         return tf.maximum(0.5, 50.0 / tf.sqrt(tf.cast(step, tf.float32) + 1.0))
 
     def sample(self, mode, step):
-        routes, probs = [], []
+        routes, probs, expected = [], [], []
         tau = self.temperature(step)
         for i, (g, phi) in enumerate(zip(self.groups, self.logits)):
             searched = tf.constant(g.searched[:, None])
             p = tf.sigmoid(phi)
+            expected.append(tf.where(searched, p, _fixed(g)))
             if mode == "eval":
                 hard = tf.cast(p > 0.5, tf.float32)
                 # A consumer with nothing on keeps its most probable component.
@@ -247,12 +261,14 @@ class GumbelMatrix(SearchMethod):
                 m = hard + (soft - tf.stop_gradient(soft))
             routes.append({"mask": tf.where(searched, m, _fixed(g))})
             probs.append(tf.boolean_mask(p, g.candidates * g.searched[:, None] > 0))
-        return routes, {"p_on": tf.concat(probs, 0)}
+        return routes, {"p_on": tf.concat(probs, 0), "usage": self.usage(expected)}
 
     def weight_penalty(self, aux, step):
+        penalty = self.cost_weight * aux["usage"]
         if self.budget is None:
-            return tf.constant(0.0)
-        return self.budget_weight * tf.nn.relu(tf.reduce_mean(aux["p_on"]) - self.budget)
+            return penalty
+        return penalty + self.budget_weight * tf.nn.relu(tf.reduce_mean(aux["p_on"])
+                                                          - self.budget)
 
     def arch_objective(self, task_loss, aux, step):
         return task_loss + self.weight_penalty(aux, step)
@@ -270,7 +286,7 @@ class GumbelMatrix(SearchMethod):
     def get_config(self):
         return {**super().get_config(), "budget": self.budget,
                 "budget_weight": self.budget_weight, "init_logit": self.init_logit,
-                "joint": self.joint}
+                "joint": self.joint, "cost_weight": self.cost_weight}
 
 
 class MTLNAS(SearchMethod):
@@ -401,13 +417,18 @@ class MTNAS(SearchMethod):
             reward around the baseline (a moving average of the squared advantage with the
             same decay), so the update size does not depend on the loss scale; default
             ``False`` (the raw advantage, as in the paper).
+        cost_weight: the reward is ``-(validation loss + cost_weight * usage)``, usage being
+            the fraction of experts the sampled route computes
+            (:class:`~tfmtnas.search.usage.ExpertUsage`), as resource-aware searches put
+            cost into the reward. Default 0 (the paper's reward); not in the paper.
     """
 
     method_name = "mtnas"
 
     def __init__(self, spec, baseline_decay: float = 0.9, search_queries: bool = True,
-                 normalize_advantage: bool = False, **kwargs):
+                 normalize_advantage: bool = False, cost_weight: float = 0.0, **kwargs):
         super().__init__(spec, **kwargs)
+        self.cost_weight = self._check_cost_weight(cost_weight)
         self.baseline_decay = float(baseline_decay)
         self.search_queries = bool(search_queries)
         self.normalize_advantage = bool(normalize_advantage)
@@ -450,10 +471,11 @@ class MTNAS(SearchMethod):
                 route["query"] = tf.where(searched, chosen[:, e:], fixed_q)
             routes.append(route)
             logps.append(tf.boolean_mask(logp, g.searched))
-        return routes, {"log_prob": tf.concat(logps, 0)}
+        usage = self.usage([r["mask"] for r in routes])
+        return routes, {"log_prob": tf.concat(logps, 0), "usage": usage}
 
     def arch_objective(self, task_loss, aux, step):
-        reward = -tf.stop_gradient(task_loss)
+        reward = -tf.stop_gradient(task_loss + self.cost_weight * aux["usage"])
         # First reward initialises the baseline; later ones update its moving average.
         base = tf.where(self.baseline_ready > 0, self.baseline, reward)
         d = self.baseline_decay
@@ -500,7 +522,7 @@ class MTNAS(SearchMethod):
     def get_config(self):
         return {**super().get_config(), "baseline_decay": self.baseline_decay,
                 "search_queries": self.search_queries,
-                "normalize_advantage": self.normalize_advantage}
+                "normalize_advantage": self.normalize_advantage, "cost_weight": self.cost_weight}
 
 
 _CLASSES = {"mtnas": MTNAS, "gumbel": GumbelMatrix, "mtlnas": MTLNAS}
