@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench bench-census bench-movielens bench-synthetic bench-search bench-serving lint clean
+.PHONY: install demo test test-slow bench bench-census bench-movielens bench-synthetic bench-oracle bench-search bench-serving lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench-movielens: install
 
 bench-synthetic: install
 	$(PY) benchmarks/negative_transfer.py
+
+bench-oracle: install
+	$(PY) benchmarks/route_oracle.py
 
 bench-search: install
 	$(PY) benchmarks/search_cost.py

@@ -4,7 +4,8 @@ are less related?
 For each task correlation p, trains MMoE and runs each search method (search, derive,
 fine-tune the child) on two regression tasks, then prints the share of expert capacity the
 derived route gives to both tasks and the child's test MSE beside MMoE's (mean of both tasks,
-averaged over seeds).
+averaged over seeds), then per layer the experts the child uses and the fraction of them
+serving both tasks (unweighted, so the upper layer counts as much as the first).
 
 Fair comparison: MMoE trains for as many epochs as a child's weights see in total (search
 epochs + fine-tune epochs). Each method's settings (architecture optimizer, its learning
@@ -26,7 +27,7 @@ import numpy as np
 from tfmtnas.data import make_synthetic
 from tfmtnas.pipelines.searching import SearchConfig, run_search
 from tfmtnas.pipelines.training import TrainConfig, train_and_evaluate
-from tfmtnas.search.analysis import shared_capacity
+from tfmtnas.search.analysis import layer_shares, shared_capacity
 
 SIZES = dict(expert_units=(16,), num_experts=4, tower_units=(8,), batch_size=256,
              learning_rate=3e-3)
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
             base = train_and_evaluate(TrainConfig(dataset="synthetic", model="mmoe", seed=seed,
                                                   epochs=args.epochs + child_epochs, **sizes),
                                       data=data, verbose=0)
-            results.setdefault((p, "mmoe"), []).append((mse(base.test_metrics), 1.0))
+            results.setdefault((p, "mmoe"), []).append((mse(base.test_metrics), 1.0, []))
             for method in methods:
                 st = chosen[method]
                 fields = {k: v for k, v in st.items() if k != "options"}
@@ -101,10 +102,12 @@ def main(argv: list[str] | None = None) -> None:
                                    method_options=st["options"], **fields, **sizes)
                 res = run_search(cfg, data=data, verbose=0)
                 share = shared_capacity(res.derived, 100)
-                results.setdefault((p, method), []).append((mse(res.child_metrics), share))
+                layers = layer_shares(res.derived)
+                results.setdefault((p, method), []).append((mse(res.child_metrics), share,
+                                                            layers))
                 print(f"p={p} seed={seed} {method}: child MSE {mse(res.child_metrics):.4f} "
-                      f"(MMoE {mse(base.test_metrics):.4f}), shared capacity {share:.2f}",
-                      flush=True)
+                      f"(MMoE {mse(base.test_metrics):.4f}), shared capacity {share:.2f}, "
+                      f"per layer (used, shared) {layers}", flush=True)
     print("\nshare of expert capacity serving both tasks / child test MSE (MMoE test MSE)")
     header = f"{'p':>5}  {'MMoE MSE':>9}  " + "  ".join(f"{m:>22}" for m in methods)
     print(header)
@@ -112,9 +115,17 @@ def main(argv: list[str] | None = None) -> None:
         base = np.mean([r[0] for r in results[(p, "mmoe")]])
         cells = []
         for m in methods:
-            vals = np.array(results[(p, m)])
+            vals = np.array([r[:2] for r in results[(p, m)]])
             cells.append(f"{vals[:, 1].mean():.2f} / {vals[:, 0].mean():.4f}".rjust(22))
         print(f"{p:>5}  {base:>9.4f}  " + "  ".join(cells))
+    print("\nper layer, mean over seeds: experts used / fraction of them serving both tasks")
+    print(f"{'p':>5}  " + "  ".join(f"{m:>22}" for m in methods))
+    for p in sorted({k[0] for k in results}):
+        cells = []
+        for m in methods:
+            per = np.array([r[2] for r in results[(p, m)]])  # [seeds, layers, 2]
+            cells.append(", ".join(f"{u:.1f}/{f:.2f}" for u, f in per.mean(0)).rjust(22))
+        print(f"{p:>5}  " + "  ".join(cells))
     if args.output:
         with open(args.output, "w") as f:
             json.dump({f"{k[0]}|{k[1]}": v for k, v in results.items()}, f, indent=1)

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from tfmtnas.search import preset
-from tfmtnas.search.analysis import expert_sizes, shared_capacity, task_reach
+from tfmtnas.search.analysis import expert_sizes, layer_shares, shared_capacity, task_reach
 
 
 def test_reach_of_presets():
@@ -34,3 +34,14 @@ def test_sizes_weight_the_share_and_pruned_experts_do_not_count():
     sparse = dataclasses.replace(spec, outputs=outs)
     assert task_reach(sparse) == {"e0": {"a"}, "e1": {"a", "b"}}
     assert shared_capacity(sparse, 5) == pytest.approx(0.5)
+
+
+def test_layer_shares_count_used_experts_per_layer():
+    ple = preset("ple", ["a", "b"], (4,), num_task_experts=1, num_shared_experts=2)
+    # Level 0: every expert feeds the upper shared experts' gate, so all 4 reach both tasks;
+    # level 1: a's and b's own experts serve one task, the 2 shared experts both.
+    assert layer_shares(ple) == [(4, 1.0), (4, 0.5)]
+    spec = preset("mmoe", ["a", "b"], (8,), num_experts=3)
+    outs = (dataclasses.replace(spec.outputs[0], mask=(1, 1, 0)),
+            dataclasses.replace(spec.outputs[1], mask=(0, 1, 0)))
+    assert layer_shares(dataclasses.replace(spec, outputs=outs)) == [(2, 0.5)]

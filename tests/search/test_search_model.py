@@ -171,3 +171,28 @@ def test_same_seed_same_derived_spec(method):
     assert spec_1 == spec_2
     for a, b in zip(arch_1, arch_2, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_search_under_mixed_bfloat16(method):
+    """The supernet computes in bfloat16, the architecture stays float32, and it learns."""
+    reference = search_model(method)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = search_model(method)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    mixed.set_weights(reference.get_weights())
+    assert mixed.sharing.compute_dtype == "bfloat16"
+    assert {v.dtype for v in mixed.method.weights} == {tf.float32}
+    x, _ = _batch(np.random.default_rng(3))
+    got, expected = mixed(x), reference(x)
+    for task in ("click", "watch"):
+        assert got[task].dtype == tf.float32
+        # bfloat16 keeps 8 bits of mantissa: the same weights give the same outputs to ~1e-2.
+        np.testing.assert_allclose(got[task].numpy(), expected[task].numpy(), atol=3e-2)
+    arch_before = _values(mixed.method.trainable_variables)
+    history = mixed.fit(pair_dataset().repeat(10), verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert any(_changed(arch_before, mixed.method.trainable_variables))
+    assert not mixed.method.derive().searched

@@ -59,3 +59,18 @@ def shared_capacity(spec: RoutingSpec, input_dim: int = 1) -> float:
     used = sum(sizes[e] for e, tasks in reach.items() if tasks)
     shared = sum(sizes[e] for e, tasks in reach.items() if len(tasks) >= 2)
     return shared / used if used else 0.0
+
+
+def layer_shares(spec: RoutingSpec) -> list[tuple[int, float]]:
+    """Per layer: how many experts reach a task, and the fraction of those serving two or more.
+
+    Unweighted by size, so a small upper layer counts as much as a wide first one (the
+    capacity-weighted :func:`shared_capacity` is dominated by the layer that reads the input).
+    """
+    reach = task_reach(spec)
+    out = []
+    for ly in prune(spec).layers:
+        used = [reach[e.name] for e in ly.experts if reach[e.name]]
+        shared = sum(1 for tasks in used if len(tasks) >= 2)
+        out.append((len(used), shared / len(used) if used else 0.0))
+    return out

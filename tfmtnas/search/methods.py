@@ -124,6 +124,9 @@ class SearchMethod(keras.layers.Layer):
     method_name = ""
 
     def __init__(self, spec: RoutingSpec, seed: int | None = None, **kwargs):
+        # Architecture variables and routes stay float32 under a mixed precision policy; the
+        # network casts the routes to its compute dtype.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not spec.searched:
             raise ValueError(f"{type(self).__name__} needs a spec with searched mixers "

@@ -119,7 +119,7 @@ class RoutingNetwork(keras.layers.Layer):
         d = int(input_shape[-1])
         spec = self.spec
         self.banks = [ExpertBank(len(ly.experts), ly.units, self.activation,
-                                 name=f"experts_{i}", dtype=self.dtype)
+                                 name=f"experts_{i}", dtype=self.dtype_policy)
                       for i, ly in enumerate(spec.layers)]
         width = [ly.units[-1] for ly in spec.layers]
         in_dim = d
@@ -170,7 +170,7 @@ class RoutingNetwork(keras.layers.Layer):
                 own[j, g.first[row]] = np.eye(h_p)
             v["nddr_w"] = add("nddr", list(own.shape), keras.initializers.Constant(own))
             v["nddr_bn"] = keras.layers.BatchNormalization(name=f"g{g_i}_nddr_bn",
-                                                           dtype=self.dtype)
+                                                           dtype=self.dtype_policy)
             v["nddr_bn"].build(tf.TensorShape([None, len(v["nddr"]) * h_p]))
         order = np.concatenate([v[k] for k in ("softmax", "static", "mean", "nddr")])
         v["restore"] = np.argsort(order)
