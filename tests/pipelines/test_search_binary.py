@@ -14,10 +14,13 @@ FAST = ["--expert_units=4", "--tower_units=2", "--num_experts=2", "--batch_size=
 @pytest.mark.parametrize("method", ["mtnas", "gumbel", "mtlnas"])
 def test_search_writes_spec_pictures_tensorboard_and_child(method, tiny_csv, tmp_path):
     out = tmp_path / method
+    cost = [] if method == "mtlnas" else ["--cost_weight=0.05"]
     done = run_module("tfmtnas.pipelines.search", *CSV_FLAGS, f"--csv_train={tiny_csv}",
-                      f"--method={method}", "--epochs=2", "--child_epochs=1", *FAST,
+                      f"--method={method}", "--epochs=2", "--child_epochs=1", *FAST, *cost,
                       f"--jit_compile={method == 'gumbel'}", f"--model_dir={out}")
     assert done.returncode == 0, done.stderr[-3000:]
+    options = json.loads((out / "config.json").read_text())["method_options"]
+    assert options.get("cost_weight") == (0.05 if cost else None)
     from tfmtnas.pipelines.training import load_model
     from tfmtnas.search import RoutingSpec, forward_flops
 
@@ -60,6 +63,13 @@ def test_unknown_method(tiny_csv, tmp_path):
     done = run_module("tfmtnas.pipelines.search", "--method=darts", f"--model_dir={tmp_path}")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "--method" in done.stderr and "mtnas" in done.stderr
+
+
+def test_cost_weight_is_refused_for_mtlnas(tmp_path):
+    done = run_module("tfmtnas.pipelines.search", "--method=mtlnas", "--cost_weight=0.1",
+                      f"--model_dir={tmp_path}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "--cost_weight applies to --method=gumbel or mtnas" in last_line(done.stderr)
 
 
 @pytest.mark.parametrize("text, needle", [

@@ -128,6 +128,8 @@ def define_search_flags() -> None:
                          lower_bound=0)
     flags.DEFINE_float("budget", None, "Gumbel: target fraction of active connections.")
     flags.DEFINE_float("entropy_weight", 10.0, "MTL-NAS: weight of the min-entropy regulariser.")
+    flags.DEFINE_float("cost_weight", 0.0, "Gumbel and MTNAS: price of the fraction of experts "
+                       "the child computes (loss penalty / reward cost).", lower_bound=0.0)
     flags.DEFINE_integer("log_every", 20, "Steps between TensorBoard architecture logs.",
                          lower_bound=1)
 
@@ -141,6 +143,11 @@ def search_config():
         options["budget"] = FLAGS.budget
     if FLAGS.method == "mtlnas":
         options["entropy_weight"] = FLAGS.entropy_weight
+    if FLAGS.cost_weight:
+        if FLAGS.method == "mtlnas":
+            raise ValueError("--cost_weight applies to --method=gumbel or mtnas, not mtlnas "
+                             "(whose sharing edges add cost rather than save it).")
+        options["cost_weight"] = FLAGS.cost_weight
     return SearchConfig(
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, dataset_options=dataset_options(),
         method=FLAGS.method, spec_file=FLAGS.spec, num_layers=FLAGS.num_layers,
