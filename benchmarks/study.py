@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--batch_size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--search_expert_units", default=None,
+                        help="comma-separated expert widths of the search spaces (default: "
+                             "SearchConfig's)")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     print("command:", " ".join(["python", *sys.argv]), flush=True)
@@ -66,8 +69,11 @@ def main(argv: list[str] | None = None) -> None:
             _record(row, res.test_metrics, res.seconds, data)
             print(f"seed {seed} {kind}: {res.test_metrics}", flush=True)
         for method in [m for m in args.methods.split(",") if m]:
+            units = (SearchConfig.expert_units if args.search_expert_units is None
+                     else tuple(int(u) for u in args.search_expert_units.split(",")))
             cfg = SearchConfig(dataset=args.dataset, method=method, seed=seed,
-                               epochs=args.epochs, batch_size=args.batch_size)
+                               epochs=args.epochs, batch_size=args.batch_size,
+                               expert_units=units)
             res = run_search(cfg, data=data, verbose=0)
             row = rows.setdefault(f"{method} child", {"seconds": [], "flops": [], "params": []})
             _record(row, res.child_metrics, res.search_seconds, data)
