@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--child_epochs", type=int, default=None,
                         help="fine-tune epochs of the child (default epochs // 2)")
     parser.add_argument("--num_train", type=int, default=20000)
+    parser.add_argument("--noise_std", type=float, default=0.01,
+                        help="label noise (the MMoE paper's 0.01 makes both tasks' labels "
+                             "almost the same function at p = 1)")
     parser.add_argument("--settings", default="{}", help="JSON: per-method overrides")
     parser.add_argument("--learning_rate", type=float, default=SIZES["learning_rate"],
                         help="weight learning rate of every model")
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     for p in [float(c) for c in args.correlations.split(",")]:
         for seed in [int(s) for s in args.seeds.split(",")]:
             data = make_synthetic(num_train=args.num_train, num_validation=2000,
-                                  num_test=2000, correlation=p, seed=seed)
+                                  num_test=2000, correlation=p, seed=seed,
+                                  noise_std=args.noise_std)
             base = train_and_evaluate(TrainConfig(dataset="synthetic", model="mmoe", seed=seed,
                                                   epochs=args.epochs + child_epochs, **sizes),
                                       data=data, verbose=0)

@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--correlations", default="0,0.5,0.9,1.0")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--num_train", type=int, default=20000)
+    parser.add_argument("--noise_std", type=float, default=0.01,
+                        help="label noise (the MMoE paper's 0.01 makes both tasks' labels "
+                             "almost the same function at p = 1)")
     parser.add_argument("--num_experts", type=int, default=4)
     parser.add_argument("--expert_units", type=int, default=16)
     parser.add_argument("--tower_units", type=int, default=8)
@@ -91,7 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         rows = {name: [] for name in [*candidates, "separate, init 2"]}
         for seed in seeds:
             data = make_synthetic(num_train=args.num_train, num_validation=2000, num_test=2000,
-                                  correlation=p, seed=seed)
+                                  correlation=p, seed=seed,
+                                  noise_std=args.noise_std)
             for name, spec in candidates.items():
                 rows[name].append(test_mse(spec, data, seed, args))
             rows["separate, init 2"].append(test_mse(candidates["separate"], data,
@@ -99,15 +103,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"p={p} seed={seed}: " + ", ".join(f"{n} {v[-1]:.4f}" for n, v in rows.items()),
                   flush=True)
         table[p] = rows
-    print(f"\ntest MSE (mean of both tasks), mean ± std over seeds {seeds}; share of expert "
-          f"capacity serving both tasks in brackets")
+    print(f"\ntest MSE (mean of both tasks), mean ± std over seeds {seeds}")
     names = list(table[next(iter(table))])
     print(f"{'p':>5}  " + "  ".join(f"{n:>20}" for n in names) + "  best route per seed")
     for p, rows in table.items():
         cells = [f"{np.mean(v):.4f} ± {np.std(v):.4f}".rjust(20) for v in rows.values()]
         best = [min(candidates, key=lambda n, i=i: rows[n][i]) for i in range(len(seeds))]
         print(f"{p:>5}  " + "  ".join(cells) + "  " + ", ".join(best))
-    print("shares: " + ", ".join(f"{n} {s:.2f}" for n, s in shares.items()))
+    print("share of expert capacity serving both tasks: "
+          + ", ".join(f"{n} {s:.2f}" for n, s in shares.items()))
     print("\npaired per seed: shared - separate | separate (init 2) - separate")
     for p, rows in table.items():
         diff = np.subtract(rows["shared"], rows["separate"])
