@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print("command:", " ".join(["python", *sys.argv]), flush=True)
     seeds = [int(s) for s in args.seeds.split(",")]
+    search_units = (SearchConfig.expert_units if args.search_expert_units is None
+                    else tuple(int(u) for u in args.search_expert_units.split(",")))
     rows = {}
     for seed in seeds:
         data = load_dataset(args.dataset, seed=seed)
@@ -69,11 +71,9 @@ def main(argv: list[str] | None = None) -> None:
             _record(row, res.test_metrics, res.seconds, data)
             print(f"seed {seed} {kind}: {res.test_metrics}", flush=True)
         for method in [m for m in args.methods.split(",") if m]:
-            units = (SearchConfig.expert_units if args.search_expert_units is None
-                     else tuple(int(u) for u in args.search_expert_units.split(",")))
             cfg = SearchConfig(dataset=args.dataset, method=method, seed=seed,
                                epochs=args.epochs, batch_size=args.batch_size,
-                               expert_units=units)
+                               expert_units=search_units)
             res = run_search(cfg, data=data, verbose=0)
             row = rows.setdefault(f"{method} child", {"seconds": [], "flops": [], "params": []})
             _record(row, res.child_metrics, res.search_seconds, data)

@@ -81,7 +81,9 @@ def test_gumbel_cost_penalty_is_the_expected_usage():
     other = np.prod(1 - p, axis=0, keepdims=True) / (1 - p)
     np.testing.assert_allclose(grad, 0.7 / 3 * p * (1 - p) * other, rtol=1e-4)
     plain = make_method("gumbel", space)
-    assert float(plain.weight_penalty(plain.sample("weight", 0)[1], 0)) == 0.0
+    _, plain_aux = plain.sample("weight", 0)
+    assert "usage" not in plain_aux  # unpriced: no usage ops in the step
+    assert float(plain.weight_penalty(plain_aux, 0)) == 0.0
 
 
 def test_mtnas_reward_pays_for_the_sampled_route():

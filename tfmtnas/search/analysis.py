@@ -67,10 +67,10 @@ def layer_shares(spec: RoutingSpec) -> list[tuple[int, float]]:
     Unweighted by size, so a small upper layer counts as much as a wide first one (the
     capacity-weighted :func:`shared_capacity` is dominated by the layer that reads the input).
     """
-    reach = task_reach(spec)
+    reach = task_reach(spec)  # pruned experts are absent: they reach nothing
     out = []
-    for ly in prune(spec).layers:
-        used = [reach[e.name] for e in ly.experts if reach[e.name]]
+    for ly in spec.layers:
+        used = [reach[e.name] for e in ly.experts if reach.get(e.name)]
         shared = sum(1 for tasks in used if len(tasks) >= 2)
         out.append((len(used), shared / len(used) if used else 0.0))
     return out

@@ -160,11 +160,19 @@ class SearchMethod(keras.layers.Layer):
         """Extra loss of the weight step (default none)."""
         return tf.constant(0.0)
 
-    def _check_cost_weight(self, cost_weight: float) -> float:
+    def _set_cost_weight(self, cost_weight: float) -> None:
+        """Validate ``cost_weight``; with a price, also build the usage it is charged on."""
         if not cost_weight >= 0:
             raise ValueError(f"cost_weight must be >= 0, got {cost_weight!r}.")
-        self.usage = ExpertUsage(self.spec)
-        return float(cost_weight)
+        self.cost_weight = float(cost_weight)
+        self.usage = ExpertUsage(self.spec) if self.cost_weight else None
+
+    def _usage_aux(self, masks: list[tf.Tensor]) -> dict:
+        """``{"usage": ...}`` of ``masks`` when usage is priced, else nothing (no extra ops)."""
+        return {"usage": self.usage(masks)} if self.usage is not None else {}
+
+    def _cost(self, aux: dict) -> tf.Tensor:
+        return self.cost_weight * aux["usage"] if self.usage is not None else tf.constant(0.0)
 
     def arch_objective(self, task_loss: tf.Tensor, aux: dict, step: tf.Tensor) -> tf.Tensor:
         """What the architecture optimizer minimises (default: the task loss)."""
@@ -230,7 +238,7 @@ class GumbelMatrix(SearchMethod):
                  init_logit: float = 2.0, joint: bool = True, cost_weight: float = 0.0,
                  **kwargs):
         super().__init__(spec, **kwargs)
-        self.cost_weight = self._check_cost_weight(cost_weight)
+        self._set_cost_weight(cost_weight)
         self.budget, self.budget_weight = budget, float(budget_weight)
         self.init_logit, self.joint = float(init_logit), bool(joint)
         self.logits = [self.add_weight(name=f"alloc_{i}", shape=g.shape, dtype="float32",
@@ -248,7 +256,8 @@ class GumbelMatrix(SearchMethod):
         for i, (g, phi) in enumerate(zip(self.groups, self.logits)):
             searched = tf.constant(g.searched[:, None])
             p = tf.sigmoid(phi)
-            expected.append(tf.where(searched, p, _fixed(g)))
+            if self.usage is not None:
+                expected.append(tf.where(searched, p, _fixed(g)))
             if mode == "eval":
                 hard = tf.cast(p > 0.5, tf.float32)
                 # A consumer with nothing on keeps its most probable component.
@@ -264,10 +273,10 @@ class GumbelMatrix(SearchMethod):
                 m = hard + (soft - tf.stop_gradient(soft))
             routes.append({"mask": tf.where(searched, m, _fixed(g))})
             probs.append(tf.boolean_mask(p, g.candidates * g.searched[:, None] > 0))
-        return routes, {"p_on": tf.concat(probs, 0), "usage": self.usage(expected)}
+        return routes, {"p_on": tf.concat(probs, 0), **self._usage_aux(expected)}
 
     def weight_penalty(self, aux, step):
-        penalty = self.cost_weight * aux["usage"]
+        penalty = self._cost(aux)
         if self.budget is None:
             return penalty
         return penalty + self.budget_weight * tf.nn.relu(tf.reduce_mean(aux["p_on"])
@@ -431,7 +440,7 @@ class MTNAS(SearchMethod):
     def __init__(self, spec, baseline_decay: float = 0.9, search_queries: bool = True,
                  normalize_advantage: bool = False, cost_weight: float = 0.0, **kwargs):
         super().__init__(spec, **kwargs)
-        self.cost_weight = self._check_cost_weight(cost_weight)
+        self._set_cost_weight(cost_weight)
         self.baseline_decay = float(baseline_decay)
         self.search_queries = bool(search_queries)
         self.normalize_advantage = bool(normalize_advantage)
@@ -474,11 +483,11 @@ class MTNAS(SearchMethod):
                 route["query"] = tf.where(searched, chosen[:, e:], fixed_q)
             routes.append(route)
             logps.append(tf.boolean_mask(logp, g.searched))
-        usage = self.usage([r["mask"] for r in routes])
-        return routes, {"log_prob": tf.concat(logps, 0), "usage": usage}
+        aux = {"log_prob": tf.concat(logps, 0), **self._usage_aux([r["mask"] for r in routes])}
+        return routes, aux
 
     def arch_objective(self, task_loss, aux, step):
-        reward = -tf.stop_gradient(task_loss + self.cost_weight * aux["usage"])
+        reward = -tf.stop_gradient(task_loss + self._cost(aux))
         # First reward initialises the baseline; later ones update its moving average.
         base = tf.where(self.baseline_ready > 0, self.baseline, reward)
         d = self.baseline_decay

@@ -7,7 +7,8 @@ connection masks, the fraction of the space's experts that reach some task:
 ``used(e) = 1 - prod_c (1 - m[c, e] * used(c))`` over the consumers ``c`` that may read ``e``,
 where a task output is always used and a mixer is used when an expert that reads it is.
 With 0/1 masks this is exactly the pruned child's expert count; with probabilities it is the
-expected usage when entries are independent Bernoulli variables (exact for one layer).
+expected usage when entries are independent Bernoulli variables (exact for up to two
+layers; deeper, upper-layer usages are shared by several experts below and correlate).
 
 A search that pays for usage shares experts where sharing costs no accuracy, which is what
 makes "share more when tasks are more related" a well-posed goal when sharing gives no
@@ -39,9 +40,7 @@ class ExpertUsage:
         self.groups = mixer_groups(spec)
         # readers[p][j, e] = 1 if expert e of layer p reads mixer j of layer p.
         self.readers = {}
-        for p, layer in enumerate(spec.layers):
-            if p == 0:
-                continue
+        for p, layer in enumerate(spec.layers[1:], start=1):
             names = [m.name for m in layer.mixers]
             r = np.zeros((len(names), len(layer.experts)), np.float32)
             for e, expert in enumerate(layer.experts):
@@ -51,7 +50,7 @@ class ExpertUsage:
 
     def per_layer(self, masks: Sequence[tf.Tensor]) -> list[tf.Tensor]:
         """Per layer ``[E]``: whether (or how probably) each expert reaches a task."""
-        used: list[tf.Tensor | None] = [None] * (len(self.groups))
+        used: list[tf.Tensor | None] = [None] * len(self.groups)
         consumers = tf.ones([self.groups[-1].shape[0]])
         for g_i in reversed(range(len(self.groups))):
             g = self.groups[g_i]
