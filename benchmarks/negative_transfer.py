@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--child_epochs", type=int, default=None,
                         help="fine-tune epochs of the child (default epochs // 2)")
     parser.add_argument("--num_train", type=int, default=20000)
+    parser.add_argument("--disjoint_labels", action="store_true",
+                        help="each training example labels one task only (see make_synthetic)")
     parser.add_argument("--noise_std", type=float, default=0.01,
                         help="label noise (the MMoE paper's 0.01 makes both tasks' labels "
                              "almost the same function at p = 1)")
@@ -93,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
         for seed in [int(s) for s in args.seeds.split(",")]:
             data = make_synthetic(num_train=args.num_train, num_validation=2000,
                                   num_test=2000, correlation=p, seed=seed,
-                                  noise_std=args.noise_std)
+                                  noise_std=args.noise_std,
+                                  disjoint_labels=args.disjoint_labels)
             base = train_and_evaluate(TrainConfig(dataset="synthetic", model="mmoe", seed=seed,
                                                   epochs=args.epochs + child_epochs, **sizes),
                                       data=data, verbose=0)

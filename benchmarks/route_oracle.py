@@ -8,11 +8,14 @@ of expert capacity serving both tasks:
 - ``separate``: each task averages its own half of the experts (share 0);
 - ``overlap``: each task averages all but one expert, the middle ones shared (share 0.5);
 - ``shared``: both tasks average every expert (share 1);
-- ``separate, init 2``: ``separate`` again on the same data with another initialisation,
-  which measures how much of a difference between routes is training noise.
+- ``one each`` and ``one shared``: each task uses a single expert, its own (share 0) or the
+  same one (share 1), the choice a search makes when expert usage is priced;
+- ``B, init 2``: route B of ``--compare A,B`` (default ``shared,separate``) again on the same
+  data with another initialisation, which measures how much of a difference between routes
+  is training noise.
 
-It also prints, per p, how often each route is best over the seeds and the paired
-difference ``shared - separate`` per seed. Sizes and epochs are those of
+It also prints, per p, the best route per seed and the paired difference ``A - B`` per
+seed. Sizes and epochs are those of
 ``negative_transfer.py`` (MMoE's budget: search + child epochs).
 
 Run: ``python benchmarks/route_oracle.py`` (``make bench-oracle``).
@@ -52,10 +55,14 @@ def routes(num_experts: int) -> dict[str, list[tuple[int, ...]]]:
     half = num_experts // 2
     first = tuple(int(i < half) for i in range(num_experts))
     second = tuple(1 - v for v in first)
+    one = tuple(int(i == 0) for i in range(num_experts))
+    other = tuple(int(i == 1) for i in range(num_experts))
     return {"separate": [first, second],
             "overlap": [tuple(int(i < num_experts - 1) for i in range(num_experts)),
                         tuple(int(i > 0) for i in range(num_experts))],
-            "shared": [(1,) * num_experts] * 2}
+            "shared": [(1,) * num_experts] * 2,
+            "one each": [one, other],
+            "one shared": [one, one]}
 
 
 def test_mse(spec: RoutingSpec, data, init_seed: int, args) -> float:
@@ -74,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--correlations", default="0,0.5,0.9,1.0")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--num_train", type=int, default=20000)
+    parser.add_argument("--disjoint_labels", action="store_true",
+                        help="each training example labels one task only (see make_synthetic)")
     parser.add_argument("--noise_std", type=float, default=0.01,
                         help="label noise (the MMoE paper's 0.01 makes both tasks' labels "
                              "almost the same function at p = 1)")
@@ -83,23 +92,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=18)
     parser.add_argument("--batch_size", type=int, default=256)
     parser.add_argument("--learning_rate", type=float, default=3e-3)
+    parser.add_argument("--routes", default=None,
+                        help="comma-separated routes to train (default: all)")
+    parser.add_argument("--compare", default="shared,separate",
+                        help="two routes A,B: prints A - B per seed, and B again under a "
+                             "second initialisation")
     args = parser.parse_args(argv)
     print("command:", " ".join(["python", *sys.argv]), flush=True)
+    all_routes = routes(args.num_experts)
+    a, b = args.compare.split(",")
+    chosen = list(all_routes) if args.routes is None else args.routes.split(",")
+    unknown = sorted({a, b, *chosen} - set(all_routes))
+    if unknown:
+        parser.error(f"unknown routes {unknown}; choose from {list(all_routes)}.")
     candidates = {name: route_spec(m, (args.expert_units,))
-                  for name, m in routes(args.num_experts).items()}
+                  for name, m in all_routes.items() if name in {a, b, *chosen}}
+    repeat = f"{b}, init 2"
     shares = {name: shared_capacity(s, 100) for name, s in candidates.items()}
     seeds = [int(s) for s in args.seeds.split(",")]
     table = {}
     for p in [float(c) for c in args.correlations.split(",")]:
-        rows = {name: [] for name in [*candidates, "separate, init 2"]}
+        rows = {name: [] for name in [*candidates, repeat]}
         for seed in seeds:
             data = make_synthetic(num_train=args.num_train, num_validation=2000, num_test=2000,
                                   correlation=p, seed=seed,
-                                  noise_std=args.noise_std)
+                                  noise_std=args.noise_std,
+                                  disjoint_labels=args.disjoint_labels)
             for name, spec in candidates.items():
                 rows[name].append(test_mse(spec, data, seed, args))
-            rows["separate, init 2"].append(test_mse(candidates["separate"], data,
-                                                     seed + 1000, args))
+            rows[repeat].append(test_mse(candidates[b], data, seed + 1000, args))
             print(f"p={p} seed={seed}: " + ", ".join(f"{n} {v[-1]:.4f}" for n, v in rows.items()),
                   flush=True)
         table[p] = rows
@@ -112,10 +133,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{p:>5}  " + "  ".join(cells) + "  " + ", ".join(best))
     print("share of expert capacity serving both tasks: "
           + ", ".join(f"{n} {s:.2f}" for n, s in shares.items()))
-    print("\npaired per seed: shared - separate | separate (init 2) - separate")
+    print(f"\npaired per seed: {a} - {b} | {repeat} - {b}")
     for p, rows in table.items():
-        diff = np.subtract(rows["shared"], rows["separate"])
-        noise = np.subtract(rows["separate, init 2"], rows["separate"])
+        diff = np.subtract(rows[a], rows[b])
+        noise = np.subtract(rows[repeat], rows[b])
         print(f"{p:>5}  " + " ".join(f"{d:+.4f}" for d in diff) + "  |  "
               + " ".join(f"{d:+.4f}" for d in noise))
 

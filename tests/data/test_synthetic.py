@@ -68,6 +68,24 @@ def test_dataset_structure_and_determinism():
     assert not np.array_equal(a.test.labels["y2"], c.test.labels["y2"])
 
 
+def test_disjoint_labels_keep_one_task_per_training_row():
+    full = make_synthetic(num_train=101, num_validation=20, num_test=30, dim=8, seed=4)
+    part = make_synthetic(num_train=101, num_validation=20, num_test=30, dim=8, seed=4,
+                          disjoint_labels=True)
+    y1, y2 = part.train.labels["y1"], part.train.labels["y2"]
+    # Even rows keep y1 only, odd rows y2 only; the kept labels are the full ones.
+    assert np.isnan(y1[1::2]).all() and np.isnan(y2[0::2]).all()
+    np.testing.assert_array_equal(y1[0::2], full.train.labels["y1"][0::2])
+    np.testing.assert_array_equal(y2[1::2], full.train.labels["y2"][1::2])
+    assert np.isnan(y1).sum() == 50 and np.isnan(y2).sum() == 51
+    # Inputs, validation and test are untouched.
+    np.testing.assert_array_equal(part.train.features["x3"], full.train.features["x3"])
+    for split in ("validation", "test"):
+        for name in ("y1", "y2"):
+            np.testing.assert_array_equal(getattr(part, split).labels[name],
+                                          getattr(full, split).labels[name])
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"correlation": 1.5}, r"correlation must be in \[-1, 1\], got 1.5"),
     ({"correlation": -1.01}, "correlation must be in"),

@@ -17,6 +17,13 @@ Generation (``d`` = ``dim``, ``c`` = ``scale``, ``m`` = ``num_sin``):
 Since ``x`` is isotropic, the Pearson correlation of ``w1.x`` and ``w2.x`` is ``p``; the
 sine terms make the label correlation a monotone but non-linear function of it.
 
+With ``disjoint_labels=True`` (not in the paper) every training example keeps the label of one
+task only, the other is missing (NaN): even rows label ``y1``, odd rows ``y2``, as when two
+objectives come from different logs. Both tasks then see the same inputs only through
+sharing, so pooling them helps when ``p`` is high and cannot when ``p = 0``; with full labels
+both tasks see every ``x``, and sharing adds nothing to the data either task already has.
+Validation and test labels stay complete.
+
 Example:
     >>> data = make_synthetic(num_train=1000, num_validation=100, num_test=100,
     ...                       correlation=0.5, seed=1)
@@ -117,6 +124,7 @@ def make_synthetic(
     num_sin: int = 10,
     noise_std: float = 0.01,
     seed: int = 0,
+    disjoint_labels: bool = False,
 ) -> MultiTaskData:
     """Two regression tasks of correlation ``p`` (Ma et al., KDD 2018, MMoE synthetic data).
 
@@ -135,6 +143,8 @@ def make_synthetic(
         num_sin: number of sine terms ``m``. Default 10.
         noise_std: standard deviation of the label noise. Default 0.01.
         seed: random seed. Default 0.
+        disjoint_labels: keep one task's label per training example (even rows ``y1``, odd
+            rows ``y2``, the other NaN). Default False.
 
     Returns:
         A :class:`MultiTaskData` named ``"synthetic"``.
@@ -149,9 +159,12 @@ def make_synthetic(
         x = rng.standard_normal((int(n), int(dim)))
         y1, y2 = params.labels(x)
         noise = noise_std * rng.standard_normal((2, int(n)))
+        labels = {"y1": (y1 + noise[0]).astype(np.float32),
+                  "y2": (y2 + noise[1]).astype(np.float32)}
+        if disjoint_labels and not splits:
+            labels["y1"][1::2] = np.nan
+            labels["y2"][0::2] = np.nan
         splits.append(Split(
-            {name: np.ascontiguousarray(x[:, i]) for i, name in enumerate(names)},
-            {"y1": (y1 + noise[0]).astype(np.float32), "y2": (y2 + noise[1]).astype(np.float32)},
-        ))
+            {name: np.ascontiguousarray(x[:, i]) for i, name in enumerate(names)}, labels))
     spec = FeatureSpec.fit(splits[0].features, numeric=names)
     return MultiTaskData("synthetic", *splits, spec, TASKS)
