@@ -79,9 +79,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", default="{}", help="JSON: per-method overrides")
     parser.add_argument("--learning_rate", type=float, default=SIZES["learning_rate"],
                         help="weight learning rate of every model")
+    parser.add_argument("--num_layers", type=int, default=2,
+                        help="expert layers of the search spaces (MMoE has one)")
+    parser.add_argument("--expert_units", type=int, default=SIZES["expert_units"][0],
+                        help="width of every expert (MMoE's and the search spaces')")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
-    sizes = {**SIZES, "learning_rate": args.learning_rate}
+    sizes = {**SIZES, "learning_rate": args.learning_rate,
+             "expert_units": (args.expert_units,)}
     print("command:", " ".join(["python", *sys.argv]), flush=True)
     methods = [m for m in args.methods.split(",") if m]
     child_epochs = args.epochs // 2 if args.child_epochs is None else args.child_epochs
@@ -105,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
                 st = chosen[method]
                 fields = {k: v for k, v in st.items() if k != "options"}
                 cfg = SearchConfig(dataset="synthetic", method=method, seed=seed,
+                                   num_layers=args.num_layers,
                                    epochs=args.epochs, child_epochs=child_epochs,
                                    method_options=st["options"], **fields, **sizes)
                 res = run_search(cfg, data=data, verbose=0)

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from tfmtnas.data import load_dataset
-from tfmtnas.pipelines.searching import SearchConfig, run_search
+from tfmtnas.pipelines.searching import CHILD_MODES, SearchConfig, run_search
 from tfmtnas.pipelines.training import TrainConfig, train_and_evaluate
 from tfmtnas.search import forward_flops, preset
 
@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--search_expert_units", default=None,
                         help="comma-separated expert widths of the search spaces (default: "
                              "SearchConfig's)")
+    parser.add_argument("--child", default=SearchConfig.child,
+                        choices=CHILD_MODES,
+                        help="how a derived child gets its weights (SearchConfig.child)")
+    parser.add_argument("--child_epochs", type=int, default=SearchConfig.child_epochs)
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     print("command:", " ".join(["python", *sys.argv]), flush=True)
@@ -73,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         for method in [m for m in args.methods.split(",") if m]:
             cfg = SearchConfig(dataset=args.dataset, method=method, seed=seed,
                                epochs=args.epochs, batch_size=args.batch_size,
-                               expert_units=search_units)
+                               expert_units=search_units, child=args.child,
+                               child_epochs=args.child_epochs)
             res = run_search(cfg, data=data, verbose=0)
             row = rows.setdefault(f"{method} child", {"seconds": [], "flops": [], "params": []})
             _record(row, res.child_metrics, res.search_seconds, data)
