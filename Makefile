@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench bench-census bench-movielens bench-synthetic bench-oracle bench-search bench-serving lint clean
+.PHONY: install demo test test-slow bench bench-census bench-movielens bench-synthetic bench-synthetic-disjoint bench-oracle bench-search bench-serving lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ bench-movielens: install
 
 bench-synthetic: install
 	$(PY) benchmarks/negative_transfer.py
+
+# Where sharing carries information: one task label per training row, narrow experts.
+bench-synthetic-disjoint: install
+	$(PY) benchmarks/negative_transfer.py --num_layers=1 --disjoint_labels --expert_units=4 \
+		--seeds=0,1,2 --settings '{"mtnas": {"options": {"cost_weight": 0.1}}}'
 
 bench-oracle: install
 	$(PY) benchmarks/route_oracle.py
