@@ -100,7 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     print("command:", " ".join(["python", *sys.argv]), flush=True)
     all_routes = routes(args.num_experts)
-    a, b = args.compare.split(",")
+    pair = args.compare.split(",")
+    if len(pair) != 2:
+        parser.error(f"--compare takes two routes A,B, got {args.compare!r}.")
+    a, b = pair
     chosen = list(all_routes) if args.routes is None else args.routes.split(",")
     unknown = sorted({a, b, *chosen} - set(all_routes))
     if unknown:
