@@ -23,8 +23,8 @@ import sys
 import time
 
 import numpy as np
+from synthetic_data import add_data_arguments, synthetic_data  # benchmarks/ is on sys.path
 
-from tfmtnas.data import make_synthetic
 from tfmtnas.pipelines.searching import SearchConfig, run_search
 from tfmtnas.pipelines.training import TrainConfig, train_and_evaluate
 from tfmtnas.search.analysis import layer_shares, shared_capacity
@@ -70,12 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=12, help="search epochs")
     parser.add_argument("--child_epochs", type=int, default=None,
                         help="fine-tune epochs of the child (default epochs // 2)")
-    parser.add_argument("--num_train", type=int, default=20000)
-    parser.add_argument("--disjoint_labels", action="store_true",
-                        help="each training example labels one task only (see make_synthetic)")
-    parser.add_argument("--noise_std", type=float, default=0.01,
-                        help="label noise (the MMoE paper's 0.01 makes both tasks' labels "
-                             "almost the same function at p = 1)")
+    add_data_arguments(parser)
     parser.add_argument("--settings", default="{}", help="JSON: per-method overrides")
     parser.add_argument("--learning_rate", type=float, default=SIZES["learning_rate"],
                         help="weight learning rate of every model")
@@ -98,10 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict = {}
     for p in [float(c) for c in args.correlations.split(",")]:
         for seed in [int(s) for s in args.seeds.split(",")]:
-            data = make_synthetic(num_train=args.num_train, num_validation=2000,
-                                  num_test=2000, correlation=p, seed=seed,
-                                  noise_std=args.noise_std,
-                                  disjoint_labels=args.disjoint_labels)
+            data = synthetic_data(args, p, seed)
             base = train_and_evaluate(TrainConfig(dataset="synthetic", model="mmoe", seed=seed,
                                                   epochs=args.epochs + child_epochs, **sizes),
                                       data=data, verbose=0)

@@ -28,9 +28,9 @@ import sys
 import time
 
 import numpy as np
+from synthetic_data import add_data_arguments, synthetic_data  # benchmarks/ is on sys.path
 
 from tfmtnas import keras
-from tfmtnas.data import make_synthetic
 from tfmtnas.data.pipeline import make_dataset
 from tfmtnas.models import MultiTaskModel
 from tfmtnas.search.analysis import shared_capacity
@@ -80,12 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--correlations", default="0,0.5,0.9,1.0")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--num_train", type=int, default=20000)
-    parser.add_argument("--disjoint_labels", action="store_true",
-                        help="each training example labels one task only (see make_synthetic)")
-    parser.add_argument("--noise_std", type=float, default=0.01,
-                        help="label noise (the MMoE paper's 0.01 makes both tasks' labels "
-                             "almost the same function at p = 1)")
+    add_data_arguments(parser)
     parser.add_argument("--num_experts", type=int, default=4)
     parser.add_argument("--expert_units", type=int, default=16)
     parser.add_argument("--tower_units", type=int, default=8)
@@ -117,10 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     for p in [float(c) for c in args.correlations.split(",")]:
         rows = {name: [] for name in [*candidates, repeat]}
         for seed in seeds:
-            data = make_synthetic(num_train=args.num_train, num_validation=2000, num_test=2000,
-                                  correlation=p, seed=seed,
-                                  noise_std=args.noise_std,
-                                  disjoint_labels=args.disjoint_labels)
+            data = synthetic_data(args, p, seed)
             for name, spec in candidates.items():
                 rows[name].append(test_mse(spec, data, seed, args))
             rows[repeat].append(test_mse(candidates[b], data, seed + 1000, args))
