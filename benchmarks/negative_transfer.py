@@ -8,9 +8,10 @@ averaged over seeds), then per layer the experts the child uses and the fraction
 serving both tasks (unweighted, so the upper layer counts as much as the first).
 
 Fair comparison: MMoE trains for as many epochs as a child's weights see in total (search
-epochs + fine-tune epochs). Each method's settings (architecture optimizer, its learning
-rate, method options) are in ``METHOD_SETTINGS``; ``--settings`` (JSON) overrides them per
-method, e.g. ``--settings '{"gumbel": {"options": {"budget_weight": 5}}}'``.
+epochs + fine-tune epochs; with ``--child=retrain`` the child's epochs only). Each method's
+settings (architecture optimizer, its learning rate, method options) are in
+``METHOD_SETTINGS``; ``--settings`` (JSON) overrides them per method, e.g.
+``--settings '{"gumbel": {"options": {"budget_weight": 5}}}'``.
 
 Run: ``python benchmarks/negative_transfer.py`` (``make bench-synthetic``).
 """
@@ -25,7 +26,7 @@ import time
 import numpy as np
 from synthetic_data import add_data_arguments, synthetic_data  # benchmarks/ is on sys.path
 
-from tfmtnas.pipelines.searching import SearchConfig, run_search
+from tfmtnas.pipelines.searching import CHILD_MODES, SearchConfig, run_search
 from tfmtnas.pipelines.training import TrainConfig, train_and_evaluate
 from tfmtnas.search.analysis import layer_shares, shared_capacity
 
@@ -69,7 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--epochs", type=int, default=12, help="search epochs")
     parser.add_argument("--child_epochs", type=int, default=None,
-                        help="fine-tune epochs of the child (default epochs // 2)")
+                        help="training epochs of the child (default epochs // 2)")
+    parser.add_argument("--child", default="finetune", choices=CHILD_MODES,
+                        help="the child keeps the supernet's weights (finetune, inherit) or "
+                             "starts from scratch (retrain)")
     add_data_arguments(parser)
     parser.add_argument("--settings", default="{}", help="JSON: per-method overrides")
     parser.add_argument("--learning_rate", type=float, default=SIZES["learning_rate"],
@@ -85,17 +89,18 @@ def main(argv: list[str] | None = None) -> None:
     print("command:", " ".join(["python", *sys.argv]), flush=True)
     methods = [m for m in args.methods.split(",") if m]
     child_epochs = args.epochs // 2 if args.child_epochs is None else args.child_epochs
+    mmoe_epochs = child_epochs if args.child == "retrain" else args.epochs + child_epochs
     overrides = json.loads(args.settings)
     chosen = {m: settings(m, overrides) for m in methods}
     print("settings:", json.dumps(chosen), flush=True)
-    print(f"search {args.epochs} + child {child_epochs} epochs; MMoE "
-          f"{args.epochs + child_epochs} epochs", flush=True)
+    print(f"search {args.epochs} + child {child_epochs} epochs ({args.child}); MMoE "
+          f"{mmoe_epochs} epochs", flush=True)
     results: dict = {}
     for p in [float(c) for c in args.correlations.split(",")]:
         for seed in [int(s) for s in args.seeds.split(",")]:
             data = synthetic_data(args, p, seed)
             base = train_and_evaluate(TrainConfig(dataset="synthetic", model="mmoe", seed=seed,
-                                                  epochs=args.epochs + child_epochs, **sizes),
+                                                  epochs=mmoe_epochs, **sizes),
                                       data=data, verbose=0)
             results.setdefault((p, "mmoe"), []).append((mse(base.test_metrics), 1.0, []))
             for method in methods:
@@ -103,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
                 fields = {k: v for k, v in st.items() if k != "options"}
                 cfg = SearchConfig(dataset="synthetic", method=method, seed=seed,
                                    num_layers=args.num_layers,
-                                   epochs=args.epochs, child_epochs=child_epochs,
+                                   epochs=args.epochs, child=args.child,
+                                   child_epochs=child_epochs,
                                    method_options=st["options"], **fields, **sizes)
                 res = run_search(cfg, data=data, verbose=0)
                 share = shared_capacity(res.derived, 100)
@@ -111,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
                 results.setdefault((p, method), []).append((mse(res.child_metrics), share,
                                                             layers))
                 print(f"p={p} seed={seed} {method}: child MSE {mse(res.child_metrics):.4f} "
-                      f"(MMoE {mse(base.test_metrics):.4f}), shared capacity {share:.2f}, "
+                      f"(supernet {mse(res.supernet_metrics):.4f}, MMoE "
+                      f"{mse(base.test_metrics):.4f}), shared capacity {share:.2f}, "
                       f"per layer (used, shared) {layers}", flush=True)
     print("\nshare of expert capacity serving both tasks / child test MSE (MMoE test MSE)")
     header = f"{'p':>5}  {'MMoE MSE':>9}  " + "  ".join(f"{m:>22}" for m in methods)
