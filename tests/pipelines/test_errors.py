@@ -4,7 +4,7 @@ import pytest
 from absl import flags, logging
 
 from tfmtnas.data.base import DataError
-from tfmtnas.pipelines.errors import user_errors_exit
+from tfmtnas.pipelines.errors import binary_main
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def verbosity():
 
 
 def _level_seen_by_main():
-    return user_errors_exit("tfmtnas-x")(lambda argv: logging.get_verbosity())([])
+    return binary_main("tfmtnas-x")(lambda argv: logging.get_verbosity())([])
 
 
 def test_binaries_log_at_warning_unless_verbosity_is_given(verbosity):
@@ -30,7 +30,7 @@ def test_binaries_log_at_warning_unless_verbosity_is_given(verbosity):
 
 
 def test_user_error_prints_one_line_and_exits_2(verbosity, capsys):
-    @user_errors_exit("tfmtnas-x")
+    @binary_main("tfmtnas-x")
     def main(argv):
         raise DataError("bad.csv:3: expected 5 fields, got 6")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from absl import app, flags
 
-from tfmtnas.pipelines.errors import user_errors_exit
+from tfmtnas.pipelines.errors import binary_main
 
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("data_dir", None, "Directory with the UCI files (default: fetch and cache).")
@@ -43,7 +43,7 @@ def _row(name: str, metrics: dict, flops: int, params: int, seconds: float) -> d
             "params": f"{params:,}", "train s": f"{seconds:.0f}"}
 
 
-@user_errors_exit("tfmtnas-demo")
+@binary_main("tfmtnas-demo")
 def main(argv):
     from tfmtnas.data import load_census
     from tfmtnas.pipelines.searching import SearchConfig, run_search

@@ -13,7 +13,7 @@ from tfmtnas.data.base import DataError
 USER_ERRORS = (DataError, ValueError, KeyError, FileNotFoundError, NotADirectoryError)
 
 
-def user_errors_exit(program: str) -> Callable:
+def binary_main(program: str) -> Callable:
     """Decorate a binary's ``main``: a user error prints ``program: error: ...`` and exits 2.
 
     Logging is at WARNING unless ``--verbosity`` is given: TensorFlow's INFO lines about

@@ -18,7 +18,7 @@ from pathlib import Path
 from absl import app, flags
 
 from tfmtnas.pipelines import flags as pipeline_flags
-from tfmtnas.pipelines.errors import user_errors_exit
+from tfmtnas.pipelines.errors import binary_main
 
 pipeline_flags.define_data_flags()
 pipeline_flags.define_evaluate_flags()
@@ -100,7 +100,7 @@ def evaluate_from_flags() -> dict:
     return out
 
 
-@user_errors_exit("tfmtnas-evaluate")
+@binary_main("tfmtnas-evaluate")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

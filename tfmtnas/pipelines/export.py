@@ -16,7 +16,7 @@ from pathlib import Path
 from absl import app, flags
 
 from tfmtnas.pipelines import flags as pipeline_flags
-from tfmtnas.pipelines.errors import user_errors_exit
+from tfmtnas.pipelines.errors import binary_main
 
 pipeline_flags.define_export_flags()
 flags.adopt_module_key_flags(pipeline_flags)  # --helpshort lists them
@@ -82,7 +82,7 @@ def export_from_flags() -> Path:
     return path
 
 
-@user_errors_exit("tfmtnas-export")
+@binary_main("tfmtnas-export")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

@@ -13,7 +13,7 @@ import json
 from absl import app, flags
 
 from tfmtnas.pipelines import flags as pipeline_flags
-from tfmtnas.pipelines.errors import user_errors_exit
+from tfmtnas.pipelines.errors import binary_main
 
 pipeline_flags.define_data_flags()
 pipeline_flags.define_model_flags()
@@ -24,7 +24,7 @@ flags.mark_flag_as_required("model_dir")
 flags.FLAGS.set_default("expert_units", ["32"])
 
 
-@user_errors_exit("tfmtnas-search")
+@binary_main("tfmtnas-search")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

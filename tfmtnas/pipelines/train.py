@@ -13,7 +13,7 @@ import json
 from absl import app, flags
 
 from tfmtnas.pipelines import flags as pipeline_flags
-from tfmtnas.pipelines.errors import user_errors_exit
+from tfmtnas.pipelines.errors import binary_main
 
 pipeline_flags.define_data_flags()
 pipeline_flags.define_model_flags()
@@ -21,7 +21,7 @@ pipeline_flags.define_training_flags()
 flags.adopt_module_key_flags(pipeline_flags)  # --helpshort lists them
 
 
-@user_errors_exit("tfmtnas-train")
+@binary_main("tfmtnas-train")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
