@@ -91,7 +91,11 @@ def test_missing_raw_feature_is_named():
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda: CategoricalFeature("c"), "exactly one of vocabulary or hash_bins"),
+    (lambda: CategoricalFeature("c"), "exactly one of vocabulary, hash_bins or "
+     "vocabulary_file, got none"),
+    (lambda: CategoricalFeature("c", hash_bins=3, vocabulary=("a",)),
+     "got \\['vocabulary', 'hash_bins'\\]"),
+    (lambda: CategoricalFeature("c", vocabulary_file="v.txt"), "go together"),
     (lambda: CategoricalFeature("c", hash_bins=0), "hash_bins must be >= 1, got 0"),
     (lambda: NumericFeature("n", std=0.0), "std must be > 0, got 0.0"),
     (lambda: TaskSpec("t", kind="ranking"), "'ranking'"),

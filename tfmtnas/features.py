@@ -45,22 +45,47 @@ TASK_KINDS = ("binary", "regression")
 class CategoricalFeature:
     """A categorical feature looked up in a vocabulary or hashed into buckets.
 
+    Large vocabularies (click-log user and item ids) live in a file, one value per line,
+    most frequent first, instead of in the spec: ``vocabulary_file`` with
+    ``vocabulary_size`` lines. The file is read by a lookup-table initialiser and carried
+    as a SavedModel asset, never copied into the graph or the model JSON.
+
     Args:
         name: raw feature name.
         vocabulary: known values; id 0 is the out-of-vocabulary bucket, ``i + 1`` the i-th value.
         hash_bins: number of hash buckets, instead of a vocabulary.
+        vocabulary_file: path of a vocabulary file (line ``i`` holds the value of id
+            ``i + 1``), instead of ``vocabulary``; relative paths are resolved against the
+            folder of the spec that names them.
+        vocabulary_size: number of lines of ``vocabulary_file`` (required with it).
+
+    Example:
+        >>> CategoricalFeature("user", vocabulary_file="vocabularies/user.txt",
+        ...                    vocabulary_size=1_000_000).size
+        1000001
     """
 
     name: str
     vocabulary: tuple[str, ...] | None = None
     hash_bins: int | None = None
+    vocabulary_file: str | None = None
+    vocabulary_size: int | None = None
 
     def __post_init__(self):
-        if (self.vocabulary is None) == (self.hash_bins is None):
+        given = [k for k in ("vocabulary", "hash_bins", "vocabulary_file")
+                 if getattr(self, k) is not None]
+        if len(given) != 1:
             raise ValueError(
-                f"Categorical feature {self.name!r}: give exactly one of vocabulary or "
-                f"hash_bins, got vocabulary={self.vocabulary!r}, hash_bins={self.hash_bins!r}."
+                f"Categorical feature {self.name!r}: give exactly one of vocabulary, "
+                f"hash_bins or vocabulary_file, got {given or 'none'}."
             )
+        if (self.vocabulary_file is None) != (self.vocabulary_size is None):
+            raise ValueError(f"Categorical feature {self.name!r}: vocabulary_file and "
+                             f"vocabulary_size go together, got vocabulary_file="
+                             f"{self.vocabulary_file!r}, vocabulary_size={self.vocabulary_size!r}.")
+        if self.vocabulary_size is not None and self.vocabulary_size < 0:
+            raise ValueError(f"Categorical feature {self.name!r}: vocabulary_size must be "
+                             f">= 0, got {self.vocabulary_size}.")
         if self.hash_bins is not None and self.hash_bins < 1:
             raise ValueError(f"Categorical feature {self.name!r}: hash_bins must be >= 1, "
                              f"got {self.hash_bins}.")
@@ -70,7 +95,11 @@ class CategoricalFeature:
     @property
     def size(self) -> int:
         """Number of distinct ids, out-of-vocabulary bucket included."""
-        return self.hash_bins if self.vocabulary is None else len(self.vocabulary) + 1
+        if self.hash_bins is not None:
+            return self.hash_bins
+        if self.vocabulary_file is not None:
+            return self.vocabulary_size + 1
+        return len(self.vocabulary) + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +181,10 @@ class FeatureSpec:
 
     def to_dict(self) -> dict:
         return {
-            "categorical": [dataclasses.asdict(f) for f in self.categorical],
+            # The file fields appear only where used, so older model JSON stays as it was.
+            "categorical": [{k: v for k, v in dataclasses.asdict(f).items()
+                             if v is not None or k in ("vocabulary", "hash_bins")}
+                            for f in self.categorical],
             "numeric": [dataclasses.asdict(f) for f in self.numeric],
         }
 
