@@ -10,7 +10,7 @@ import functools
 
 from absl import flags
 
-from tfmtnas.models import SHARING_KINDS
+from tfmtnas.models import OPTIMIZERS, SHARING_KINDS
 
 DATASETS = ("census", "movielens", "synthetic", "csv")
 FLAGS = flags.FLAGS
@@ -75,6 +75,10 @@ def define_training_flags() -> None:
     flags.DEFINE_integer("epochs", 4, "Training epochs.", lower_bound=1)
     flags.DEFINE_integer("batch_size", 1024, "Batch size.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 2e-3, "Adam learning rate.", lower_bound=0.0)
+    flags.DEFINE_enum("optimizer", "lazy_adam", OPTIMIZERS,
+                      "Weight optimizer. lazy_adam: Adam that updates only the embedding rows "
+                      "a batch touched (cost O(batch), not O(vocabulary)); adam: tf-keras Adam, "
+                      "every row every step.")
     flags.DEFINE_integer("seed", 0, "Random seed (data split, initialisation, shuffling).")
     flags.DEFINE_bool("jit_compile", True, "XLA-compile the training step.")
     flags.DEFINE_string("model_dir", None, "Where to write config, weights and metrics.")
@@ -106,8 +110,9 @@ def train_config():
         num_task_experts=FLAGS.num_task_experts, num_shared_experts=FLAGS.num_shared_experts,
         num_levels=FLAGS.num_levels, tower_units=tuple(int(u) for u in FLAGS.tower_units),
         embedding_dim=FLAGS.embedding_dim, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-        learning_rate=FLAGS.learning_rate, seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
-        model_dir=FLAGS.model_dir, dataset_options=dataset_options())
+        learning_rate=FLAGS.learning_rate, optimizer=FLAGS.optimizer, seed=FLAGS.seed,
+        jit_compile=FLAGS.jit_compile, model_dir=FLAGS.model_dir,
+        dataset_options=dataset_options())
 
 
 @_once
@@ -154,7 +159,8 @@ def search_config():
         num_experts=FLAGS.num_experts, expert_units=tuple(int(u) for u in FLAGS.expert_units),
         tower_units=tuple(int(u) for u in FLAGS.tower_units), embedding_dim=FLAGS.embedding_dim,
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
-        arch_learning_rate=FLAGS.arch_learning_rate, method_options=options, child=FLAGS.child,
+        optimizer=FLAGS.optimizer, arch_learning_rate=FLAGS.arch_learning_rate,
+        method_options=options, child=FLAGS.child,
         child_epochs=FLAGS.child_epochs, seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
         model_dir=FLAGS.model_dir, log_every=FLAGS.log_every)
 

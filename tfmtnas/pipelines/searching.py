@@ -24,6 +24,7 @@ import tensorflow as tf
 from tfmtnas import keras
 from tfmtnas.data import DataError, MultiTaskData, Split, load_dataset
 from tfmtnas.data.pipeline import make_dataset, make_paired_dataset
+from tfmtnas.models import make_optimizer
 from tfmtnas.pipelines.training import (
     TrainConfig,
     _atomic_write,
@@ -58,6 +59,7 @@ class SearchConfig:
     epochs: int = 4
     batch_size: int = 1024
     learning_rate: float = 2e-3
+    optimizer: str = "lazy_adam"
     arch_learning_rate: float = 0.05
     # Optimizer of the architecture variables: "adam" or "sgd" (plain gradient descent).
     arch_optimizer: str = "adam"
@@ -182,7 +184,7 @@ def run_search(cfg: SearchConfig, data: MultiTaskData | None = None,
                         arch_optimizer=arch_optimizer(cfg),
                         arch_warmup_steps=cfg.arch_warmup_epochs * steps_per_epoch,
                         embedding_dim=cfg.embedding_dim, tower_units=cfg.tower_units)
-    model.compile(keras.optimizers.Adam(cfg.learning_rate), jit_compile=cfg.jit_compile)
+    model.compile(make_optimizer(cfg.optimizer, cfg.learning_rate), jit_compile=cfg.jit_compile)
 
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     manager, callbacks = None, []
@@ -210,7 +212,7 @@ def run_search(cfg: SearchConfig, data: MultiTaskData | None = None,
     supernet_metrics = task_metrics(model.evaluate(test, return_dict=True, verbose=0), data)
     derived = method.derive()
     child = derive_child(model, inherit=cfg.child != "retrain")
-    child.compile(keras.optimizers.Adam(cfg.learning_rate), jit_compile=cfg.jit_compile)
+    child.compile(make_optimizer(cfg.optimizer, cfg.learning_rate), jit_compile=cfg.jit_compile)
     if cfg.child != "inherit" and cfg.child_epochs > 0:
         train = make_dataset(data.train, data.spec, cfg.batch_size, shuffle=True, seed=cfg.seed)
         child.fit(train, epochs=cfg.child_epochs, verbose=verbose)

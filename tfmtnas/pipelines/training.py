@@ -19,7 +19,7 @@ from pathlib import Path
 from tfmtnas import keras
 from tfmtnas.data import MultiTaskData, load_dataset
 from tfmtnas.data.pipeline import make_dataset
-from tfmtnas.models import MultiTaskModel
+from tfmtnas.models import MultiTaskModel, make_optimizer
 
 
 @dataclasses.dataclass
@@ -39,6 +39,7 @@ class TrainConfig:
     epochs: int = 4
     batch_size: int = 1024
     learning_rate: float = 2e-3
+    optimizer: str = "lazy_adam"
     seed: int = 0
     jit_compile: bool = True
     model_dir: str | None = None
@@ -65,7 +66,7 @@ def build_model(data: MultiTaskData, cfg: TrainConfig) -> MultiTaskModel:
     """A compiled model for ``data`` as ``cfg`` describes."""
     model = MultiTaskModel(data.spec, data.tasks, sharing=cfg.sharing(),
                            embedding_dim=cfg.embedding_dim, tower_units=cfg.tower_units)
-    model.compile(keras.optimizers.Adam(cfg.learning_rate), jit_compile=cfg.jit_compile)
+    model.compile(make_optimizer(cfg.optimizer, cfg.learning_rate), jit_compile=cfg.jit_compile)
     return model
 
 

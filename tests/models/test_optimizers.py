@@ -1,0 +1,90 @@
+"""LazyAdam: sparse rows follow a NumPy lazy-Adam reference; untouched rows never move."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfmtnas import keras
+from tfmtnas.features import CategoricalFeature, FeatureSpec, NumericFeature, TaskSpec
+from tfmtnas.models import LazyAdam, MultiTaskModel, make_optimizer
+
+
+def _numpy_lazy_adam(w, grads, lr=0.01, b1=0.9, b2=0.999, eps=1e-7):
+    """Reference: per step a list of (row, gradient row) pairs, duplicates summed first."""
+    w = w.astype(np.float64).copy()
+    m, v = np.zeros_like(w), np.zeros_like(w)
+    for t, pairs in enumerate(grads, 1):
+        summed: dict[int, np.ndarray] = {}
+        for r, g in pairs:
+            summed[r] = summed.get(r, 0) + g
+        alpha = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        for r, g in summed.items():
+            m[r] = b1 * m[r] + (1 - b1) * g
+            v[r] = b2 * v[r] + (1 - b2) * g * g
+            w[r] -= alpha * m[r] / (np.sqrt(v[r]) + eps)
+    return w
+
+
+def test_sparse_steps_match_numpy_reference_with_duplicate_rows():
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(6, 3)).astype("float32")
+    steps = [[(1, rng.normal(size=3)), (4, rng.normal(size=3)), (1, rng.normal(size=3))],
+             [(4, rng.normal(size=3))],
+             [(0, rng.normal(size=3)), (1, rng.normal(size=3))]]
+    table = tf.Variable(w0)
+    opt = LazyAdam(0.01)
+    for pairs in steps:
+        rows = tf.constant([r for r, _ in pairs])
+        values = tf.constant(np.stack([g for _, g in pairs]).astype("float32"))
+        opt.apply_gradients([(tf.IndexedSlices(values, rows, tf.constant([6, 3])), table)])
+    want = _numpy_lazy_adam(w0, steps)
+    np.testing.assert_allclose(table.numpy(), want, rtol=1e-5, atol=1e-6)
+    # Rows 2, 3 and 5 never appeared: exactly unchanged, as are their moments.
+    np.testing.assert_array_equal(table.numpy()[[2, 3, 5]], w0[[2, 3, 5]])
+    slots = [s.numpy() for s in opt.variables if s.shape == (6, 3)]
+    assert len(slots) == 2 and all(np.all(s[[2, 3, 5]] == 0) for s in slots)
+
+
+def test_dense_gradients_are_plain_adam():
+    rng = np.random.default_rng(1)
+    a, b = tf.Variable(rng.normal(size=(3, 2)).astype("float32")), None
+    b = tf.Variable(a.numpy())
+    lazy, adam = LazyAdam(0.05), keras.optimizers.Adam(0.05)
+    for _ in range(4):
+        g = tf.constant(rng.normal(size=(3, 2)).astype("float32"))
+        lazy.apply_gradients([(g, a)])
+        adam.apply_gradients([(g, b)])
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+
+
+def test_training_step_changes_only_the_rows_the_batch_touched():
+    spec = FeatureSpec([CategoricalFeature("user", hash_bins=1000),
+                        CategoricalFeature("item", hash_bins=500)], [NumericFeature("x")])
+    model = MultiTaskModel(spec, [TaskSpec("click")], sharing={"kind": "mmoe",
+                                                              "expert_units": [8]})
+    model.compile(make_optimizer("lazy_adam", 0.01), jit_compile=False)
+    before = model.embedding.table.numpy().copy()
+    ids = np.array([[3, 1000 + 7], [3, 1000 + 9], [42, 1000 + 7]], "int32")
+    batch = ({"categorical": ids, "numeric": np.ones([3, 1], "float32")},
+             {"click": np.array([1.0, 0.0, 1.0], "float32")})
+    model.train_on_batch(*batch)
+    after = model.embedding.table.numpy()
+    changed = np.flatnonzero(np.any(after != before, axis=1))
+    assert changed.tolist() == [3, 42, 1007, 1009]
+    # Dense Adam, by contrast, moves every row that ever had a gradient (here: after the
+    # first step only the same rows, since the moments start at zero) -- so take 2 steps.
+    dense = MultiTaskModel(spec, [TaskSpec("click")], sharing={"kind": "mmoe",
+                                                              "expert_units": [8]})
+    dense.compile(make_optimizer("adam", 0.01), jit_compile=False)
+    dense.train_on_batch(*batch)
+    start = dense.embedding.table.numpy().copy()
+    other = ({"categorical": np.array([[5, 1000 + 1]], "int32"),
+              "numeric": np.ones([1, 1], "float32")}, {"click": np.array([1.0], "float32")})
+    dense.train_on_batch(*other)
+    moved = np.flatnonzero(np.any(dense.embedding.table.numpy() != start, axis=1))
+    assert {3, 42, 1007, 1009} <= set(moved.tolist())  # stale rows keep moving under Adam
+
+
+def test_unknown_optimizer_is_named():
+    with pytest.raises(ValueError, match="'sgdx'.*lazy_adam"):
+        make_optimizer("sgdx", 0.1)
