@@ -16,9 +16,9 @@ import sys
 from timing import median_epoch  # benchmarks/ is on sys.path when a script runs
 
 from tfmtnas import keras
-from tfmtnas.data import load_census
-from tfmtnas.data.pipeline import make_dataset, make_paired_dataset
-from tfmtnas.pipelines.searching import SearchConfig, split_half
+from tfmtnas.data import load_census, num_rows, split_dataset
+from tfmtnas.data.sources import search_pairs
+from tfmtnas.pipelines.searching import SearchConfig
 from tfmtnas.pipelines.training import TrainConfig, build_model
 from tfmtnas.search.methods import make_method, search_space
 from tfmtnas.search.model import SearchModel
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     print("command:", " ".join(["python", *sys.argv]), flush=True)
     data = load_census()
     cfg = SearchConfig()
-    train = make_dataset(data.train, data.spec, cfg.batch_size, shuffle=True, seed=0)
+    train = split_dataset(data, "train", cfg.batch_size, shuffle=True, seed=0)
     mmoe_cfg = TrainConfig(model="mmoe", expert_units=cfg.expert_units,
                            num_experts=cfg.num_experts, tower_units=cfg.tower_units)
     keras.utils.set_random_seed(0)
@@ -51,13 +51,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"MMoE epoch (XLA): {mmoe:.2f} s", flush=True)
     rows = []
     for method in [m for m in args.methods.split(",") if m]:
-        if method == "mtlnas":
-            weights, arch = split_half(data.train, 0)
-        else:
-            weights, arch = data.train, data.validation
+        paired, weight_rows = search_pairs(data, method == "mtlnas", cfg.batch_size, seed=0)
         # mtlnas trains weights on half the rows: scale to a full pass for the comparison.
-        scale = len(data.train) / len(weights)
-        paired = make_paired_dataset(weights, arch, data.spec, cfg.batch_size, seed=0)
+        scale = num_rows(data, "train") / weight_rows
         xla = median_epoch(search_model(method, data, cfg, True), paired, args.epochs) * scale
         plain = median_epoch(search_model(method, data, cfg, False), paired, args.epochs) * scale
         rows.append((method, xla, plain))

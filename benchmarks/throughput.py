@@ -15,7 +15,13 @@ ran bfloat16 slower than float32 (102). The baseline stays float32, as written i
 For the wide configuration it also prints achieved training FLOP/s divided by the FLOP/s of
 an expert-shaped batched matmul of the same precision measured in the same process.
 
-Run: ``python benchmarks/throughput.py`` (``make bench``); ``--config=census`` or ``wide``.
+``--vocab_scan=1000,100000,1000000`` instead trains our float32 MMoE on the wide shapes with
+that many ids per feature, once with each weight optimizer (``lazy_adam``, the default, and
+tf-keras ``adam``), all in one process, and prints each one's examples/s relative to its own
+run at the smallest vocabulary: the cost of an embedding update in vocabulary size.
+
+Run: ``python benchmarks/throughput.py`` (``make bench``); ``--config=census`` or ``wide``;
+``make bench-vocab`` for the vocabulary scan.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from timing import epoch_times  # benchmarks/ is on sys.path when a script runs
 
 from tfmtnas import keras
 from tfmtnas.features import CategoricalFeature, FeatureSpec, NumericFeature, TaskSpec
-from tfmtnas.models import MultiTaskModel
+from tfmtnas.models import MultiTaskModel, make_optimizer
 
 CONFIGS = {
     # The demo's sizes on Census-Income's shapes (35 categorical features, 7 numeric).
@@ -91,7 +97,8 @@ def keras_mmoe(spec: FeatureSpec, cfg: dict) -> keras.Model:
     return model
 
 
-def ours(spec: FeatureSpec, cfg: dict, bfloat16: bool = False) -> MultiTaskModel:
+def ours(spec: FeatureSpec, cfg: dict, bfloat16: bool = False,
+         optimizer: str = "lazy_adam") -> MultiTaskModel:
     """Our MMoE: float32 with the XLA core, or mixed_bfloat16 without XLA."""
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if bfloat16 else "float32")
     try:
@@ -99,7 +106,7 @@ def ours(spec: FeatureSpec, cfg: dict, bfloat16: bool = False) -> MultiTaskModel
                                sharing={"kind": "mmoe", "num_experts": cfg["experts"],
                                         "expert_units": list(cfg["units"])},
                                embedding_dim=cfg["dim"], tower_units=cfg["tower"])
-        model.compile(keras.optimizers.Adam(1e-3), jit_compile=not bfloat16)
+        model.compile(make_optimizer(optimizer, 1e-3), jit_compile=not bfloat16)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     return model
@@ -183,12 +190,42 @@ def run(config: str, epochs: int) -> dict:
     return res
 
 
+def vocab_scan(vocabs: list[int], epochs: int, optimizers: list[str]) -> dict:
+    """Wide shapes at each vocabulary size, per optimizer; examples/s and ratios to the first."""
+    cfg = dict(CONFIGS["wide"])
+    res: dict = {}
+    print(f"[wide, vocabulary scan] batch {cfg['batch']}, {cfg['examples']} examples/epoch, "
+          f"median of {epochs} epochs, float32")
+    for opt in optimizers:
+        for vocab in vocabs:
+            spec = make_spec({**cfg, "vocab": vocab}, [])
+            ds = make_data(spec, cfg["examples"], cfg["batch"])
+            keras.utils.set_random_seed(0)
+            model = ours(spec, cfg, optimizer=opt)
+            t = statistics.median(epoch_times(model, ds, epochs))
+            n = (cfg["examples"] // cfg["batch"]) * cfg["batch"]
+            res[(opt, vocab)] = n / t
+            base = res[(opt, vocabs[0])]
+            print(f"  {opt:10s} {vocab:>9,} ids/feature: {n / t:9,.0f} examples/s  "
+                  f"({n / t / base:.2f}x of {vocabs[0]:,} ids)", flush=True)
+            del model, ds
+    return res
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=[*CONFIGS, "all"], default="all")
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after warm-up)")
+    parser.add_argument("--vocab_scan", default=None,
+                        help="comma-separated ids per feature: run the vocabulary scan instead")
+    parser.add_argument("--optimizers", default="lazy_adam,adam",
+                        help="weight optimizers of the vocabulary scan")
     args = parser.parse_args(argv)
     print("command:", " ".join(["python", *sys.argv]))
+    if args.vocab_scan:
+        vocab_scan([int(v) for v in args.vocab_scan.split(",")], args.epochs,
+                   args.optimizers.split(","))
+        return
     for name in CONFIGS if args.config == "all" else [args.config]:
         run(name, args.epochs)
 

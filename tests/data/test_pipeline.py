@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from tfmtnas.data import DataError, make_synthetic
+from tfmtnas.data import DataError, MultiTaskData, make_synthetic
 from tfmtnas.data.base import Split
-from tfmtnas.data.pipeline import make_dataset, make_paired_dataset
+from tfmtnas.data.pipeline import make_dataset
+from tfmtnas.data.sources import search_pairs
 from tfmtnas.features import FeatureSpec
 
 
@@ -41,5 +42,6 @@ def test_empty_split_and_empty_architecture_split_are_clear_errors():
     empty = data.validation.take(np.arange(0))
     with pytest.raises(DataError, match="empty split"):
         make_dataset(empty, data.spec, 8)
-    with pytest.raises(DataError, match="validation\\) split is empty"):
-        make_paired_dataset(data.train, empty, data.spec, 8)
+    no_validation = MultiTaskData("d", data.train, empty, data.test, data.spec, data.tasks)
+    with pytest.raises(DataError, match="architecture split is empty"):
+        search_pairs(no_validation, halves=False, batch_size=8)

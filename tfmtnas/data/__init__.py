@@ -8,7 +8,9 @@
   (:func:`make_synthetic`);
 - ``"csv"``: your own delimited file(s) (:func:`load_csv_dataset`);
 - ``"movielens"``: MovieLens 100K, tasks rating and liked, split by time
-  (:func:`load_movielens`).
+  (:func:`load_movielens`);
+- ``"prepared"``: a folder written by ``tfmtnas-prepare``, streamed from disk instead of
+  loaded (:func:`load_prepared`; ``data_dir`` is the folder).
 
 Example:
     >>> data = load_dataset("synthetic", num_train=200, num_validation=20, num_test=20)
@@ -26,6 +28,8 @@ from tfmtnas.data.census import load_census
 from tfmtnas.data.csv import load_csv_dataset, read_csv
 from tfmtnas.data.fetch import cache_dir, fetch_package_file
 from tfmtnas.data.movielens import load_movielens
+from tfmtnas.data.sources import DataSource, num_rows, split_dataset
+from tfmtnas.data.stream import PreparedData, load_prepared
 from tfmtnas.data.synthetic import make_synthetic, synthetic_params
 
 
@@ -51,12 +55,23 @@ def _csv(data_dir, seed, **kwargs):
     return load_csv_dataset(seed=seed, **kwargs)
 
 
+def _prepared(data_dir, seed, **kwargs):
+    if data_dir is None:
+        raise ValueError("The prepared dataset needs data_dir: the folder tfmtnas-prepare "
+                         "wrote.")
+    if kwargs:
+        raise ValueError(f"The prepared dataset takes no options, got {sorted(kwargs)}: its "
+                         f"columns, tasks and splits were fixed by tfmtnas-prepare.")
+    return load_prepared(data_dir)
+
+
 # name -> loader(data_dir, seed, **kwargs). Add new datasets here.
-_LOADERS: dict[str, Callable[..., MultiTaskData]] = {
+_LOADERS: dict[str, Callable[..., DataSource]] = {
     "census": _census,
     "synthetic": _synthetic,
     "csv": _csv,
     "movielens": _movielens,
+    "prepared": _prepared,
 }
 
 
@@ -66,14 +81,14 @@ def dataset_names() -> list[str]:
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, seed: int = 0,
-                 **kwargs) -> MultiTaskData:
+                 **kwargs) -> DataSource:
     """Load a dataset by name.
 
     Args:
         name: one of :func:`dataset_names` (``"census"``, ``"csv"``, ``"movielens"``,
             ``"synthetic"``).
-        data_dir: folder of raw files for datasets that read files (census, movielens); None
-            fetches them into the cache.
+        data_dir: folder of raw files for datasets that read files (census, movielens; None
+            fetches them into the cache), or the prepared folder (prepared).
         seed: seed of every random split or generator. Default 0.
         **kwargs: passed to the loader, e.g. ``correlation=0.9`` for ``"synthetic"`` or
             ``train_path=..., label_columns=...`` for ``"csv"``.
@@ -90,7 +105,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, seed: int
 
 __all__ = [
     "DataError",
+    "DataSource",
     "MultiTaskData",
+    "PreparedData",
     "Split",
     "cache_dir",
     "dataset_names",
@@ -99,7 +116,10 @@ __all__ = [
     "load_csv_dataset",
     "load_dataset",
     "load_movielens",
+    "load_prepared",
     "make_synthetic",
+    "num_rows",
     "read_csv",
+    "split_dataset",
     "synthetic_params",
 ]

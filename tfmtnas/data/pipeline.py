@@ -93,18 +93,3 @@ def make_dataset(
     if empty:
         ds = ds.map(restore)
     return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def make_paired_dataset(weight_split: Split, arch_split: Split, spec: FeatureSpec,
-                        batch_size: int, seed: int | None = None) -> tf.data.Dataset:
-    """``(weight batch, architecture batch)`` pairs for a search ``train_step``.
-
-    One epoch is one pass over ``weight_split``; ``arch_split`` repeats as needed.
-    """
-    if len(arch_split) == 0:
-        raise DataError("The architecture (validation) split is empty: a search needs "
-                        "validation examples for its architecture step.")
-    weights = make_dataset(weight_split, spec, batch_size, shuffle=True, seed=seed)
-    arch = make_dataset(arch_split, spec, batch_size, shuffle=True,
-                        seed=None if seed is None else seed + 1, repeat=True)
-    return tf.data.Dataset.zip((weights, arch))

@@ -18,12 +18,11 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 from tfmtnas import keras
-from tfmtnas.data import DataError, MultiTaskData, Split, load_dataset
-from tfmtnas.data.pipeline import make_dataset, make_paired_dataset
+from tfmtnas.data import DataError, DataSource, load_dataset, num_rows, split_dataset
+from tfmtnas.data.sources import search_pairs
 from tfmtnas.models import make_optimizer
 from tfmtnas.pipelines.training import (
     TrainConfig,
@@ -125,19 +124,12 @@ class _ArchitectureLog(keras.callbacks.Callback):
         self.writer.flush()
 
 
-def split_half(split: Split, seed: int) -> tuple[Split, Split]:
-    """A seeded 50/50 split of the rows (MTL-NAS trains weights and edges on the halves)."""
-    order = np.random.default_rng(seed).permutation(len(split))
-    half = len(split) // 2
-    return split.take(np.sort(order[:half])), split.take(np.sort(order[half:]))
-
-
 def arch_optimizer(cfg: SearchConfig) -> keras.optimizers.Optimizer:
     """The architecture optimizer ``cfg`` names, at ``cfg.arch_learning_rate``."""
     return getattr(keras.optimizers, ARCH_OPTIMIZERS[cfg.arch_optimizer])(cfg.arch_learning_rate)
 
 
-def _space(cfg: SearchConfig, data: MultiTaskData) -> RoutingSpec:
+def _space(cfg: SearchConfig, data: DataSource) -> RoutingSpec:
     tasks = [t.name for t in data.tasks]
     if cfg.spec_file is None:
         return search_space(cfg.method, tasks, cfg.num_layers, cfg.num_experts, cfg.expert_units)
@@ -153,7 +145,7 @@ def _space(cfg: SearchConfig, data: MultiTaskData) -> RoutingSpec:
     return spec
 
 
-def run_search(cfg: SearchConfig, data: MultiTaskData | None = None,
+def run_search(cfg: SearchConfig, data: DataSource | None = None,
                verbose: int | None = None) -> SearchResult:
     """Search ``cfg.method`` on ``cfg.dataset``, derive the child, evaluate both."""
     if cfg.child not in CHILD_MODES:
@@ -172,14 +164,14 @@ def run_search(cfg: SearchConfig, data: MultiTaskData | None = None,
         model_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write(model_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
 
-    if cfg.method == "mtlnas":
-        weight_split, arch_split = split_half(data.train, cfg.seed)
-    else:
-        weight_split, arch_split = data.train, data.validation
-    if len(arch_split) == 0:
+    # MTL-NAS trains weights and edges on two halves of the training split.
+    halves = cfg.method == "mtlnas"
+    if num_rows(data, "train" if halves else "validation", 1 if halves else None,
+                cfg.seed) == 0:
         raise DataError("The validation split is empty: the architecture step needs examples.")
     method = make_method(cfg.method, space, **cfg.method_options)
-    steps_per_epoch = -(-len(weight_split) // cfg.batch_size)
+    weight_rows = num_rows(data, "train", 0 if halves else None, cfg.seed)
+    steps_per_epoch = -(-weight_rows // cfg.batch_size)
     model = SearchModel(data.spec, data.tasks, method,
                         arch_optimizer=arch_optimizer(cfg),
                         arch_warmup_steps=cfg.arch_warmup_epochs * steps_per_epoch,
@@ -201,20 +193,20 @@ def run_search(cfg: SearchConfig, data: MultiTaskData | None = None,
     timer = _EpochCheckpoint(manager, epoch)
     callbacks.append(timer)
 
-    paired = make_paired_dataset(weight_split, arch_split, data.spec, cfg.batch_size, cfg.seed)
+    paired, _ = search_pairs(data, halves, cfg.batch_size, cfg.seed)
     start = time.perf_counter()
     if int(epoch.numpy()) < cfg.epochs:
         model.fit(paired, epochs=cfg.epochs, initial_epoch=int(epoch.numpy()),
                   callbacks=callbacks, verbose=verbose)
     search_seconds = time.perf_counter() - start
 
-    test = make_dataset(data.test, data.spec, 8192)
+    test = split_dataset(data, "test", 8192)
     supernet_metrics = task_metrics(model.evaluate(test, return_dict=True, verbose=0), data)
     derived = method.derive()
     child = derive_child(model, inherit=cfg.child != "retrain")
     child.compile(make_optimizer(cfg.optimizer, cfg.learning_rate), jit_compile=cfg.jit_compile)
     if cfg.child != "inherit" and cfg.child_epochs > 0:
-        train = make_dataset(data.train, data.spec, cfg.batch_size, shuffle=True, seed=cfg.seed)
+        train = split_dataset(data, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
         child.fit(train, epochs=cfg.child_epochs, verbose=verbose)
     child_metrics = task_metrics(child.evaluate(test, return_dict=True, verbose=0), data)
 

@@ -17,8 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from tfmtnas import keras
-from tfmtnas.data import MultiTaskData, load_dataset
-from tfmtnas.data.pipeline import make_dataset
+from tfmtnas.data import DataSource, load_dataset, split_dataset
 from tfmtnas.models import MultiTaskModel, make_optimizer
 
 
@@ -62,7 +61,7 @@ class TrainResult:
     seconds: float
 
 
-def build_model(data: MultiTaskData, cfg: TrainConfig) -> MultiTaskModel:
+def build_model(data: DataSource, cfg: TrainConfig) -> MultiTaskModel:
     """A compiled model for ``data`` as ``cfg`` describes."""
     model = MultiTaskModel(data.spec, data.tasks, sharing=cfg.sharing(),
                            embedding_dim=cfg.embedding_dim, tower_units=cfg.tower_units)
@@ -70,7 +69,7 @@ def build_model(data: MultiTaskData, cfg: TrainConfig) -> MultiTaskModel:
     return model
 
 
-def task_metrics(metrics: Mapping[str, float], data: MultiTaskData) -> dict[str, float]:
+def task_metrics(metrics: Mapping[str, float], data: DataSource) -> dict[str, float]:
     """Only the per-task quality metrics and losses, as floats."""
     keys = [f"{t.name}_{s}" for t in data.tasks for s in ("auc", "rmse", "loss")]
     return {k: float(metrics[k]) for k in keys if k in metrics}
@@ -80,7 +79,7 @@ def _progress_verbosity() -> int:
     return 1 if sys.stderr.isatty() else 2
 
 
-def train_and_evaluate(cfg: TrainConfig, data: MultiTaskData | None = None,
+def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
                        verbose: int | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.dataset``, evaluate on validation and test, save outputs.
 
@@ -97,9 +96,9 @@ def train_and_evaluate(cfg: TrainConfig, data: MultiTaskData | None = None,
     if model_dir is not None:
         model_dir.mkdir(parents=True, exist_ok=True)
         (model_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
-    train = make_dataset(data.train, data.spec, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    validation = make_dataset(data.validation, data.spec, 8192)
-    test = make_dataset(data.test, data.spec, 8192)
+    train = split_dataset(data, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
+    validation = split_dataset(data, "validation", 8192)
+    test = split_dataset(data, "test", 8192)
     model = build_model(data, cfg)
     # A killed run resumes from its last finished epoch when re-run with the same model dir.
     callbacks = ([keras.callbacks.BackupAndRestore(str(model_dir / "backup"))]

@@ -1,0 +1,104 @@
+"""One way for the binaries to read a split, whether the data is in memory or prepared on disk.
+
+A data source is either a :class:`~tfmtnas.data.base.MultiTaskData` (columns in memory:
+Census, MovieLens, synthetic, a small CSV) or a :class:`~tfmtnas.data.stream.PreparedData`
+(sharded TFRecord files streamed by ``tf.data``). Both give ``spec`` and ``tasks``; this
+module gives both the same ``split_dataset``, ``num_rows`` and search pairs.
+
+Example:
+    >>> data = load_dataset("synthetic", num_train=200, num_validation=20, num_test=20)
+    >>> num_rows(data, "train"), num_rows(data, "train", half=0)
+    (200, 100)
+    >>> ds = split_dataset(data, "train", batch_size=64, shuffle=True, seed=0)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tfmtnas.data.base import DataError, MultiTaskData, Split
+from tfmtnas.data.pipeline import make_dataset
+from tfmtnas.data.stream import PreparedData
+
+DataSource = MultiTaskData | PreparedData
+
+
+def split_half(split: Split, seed: int) -> tuple[Split, Split]:
+    """A seeded 50/50 split of in-memory rows (MTL-NAS trains weights and edges on halves)."""
+    order = np.random.default_rng(seed).permutation(len(split))
+    half = len(split) // 2
+    return split.take(np.sort(order[:half])), split.take(np.sort(order[half:]))
+
+
+def _in_memory_split(data: MultiTaskData, split: str, half: int | None, seed: int) -> Split:
+    rows = data.splits()[split]
+    return rows if half is None else split_half(rows, seed)[half]
+
+
+def num_rows(data: DataSource, split: str, half: int | None = None, seed: int = 0) -> int:
+    """Rows of ``split`` (or of one ``half`` of it, 0 or 1)."""
+    if isinstance(data, PreparedData):
+        n = data.num_rows(split)
+        return n if half is None else (n + 1 - half) // 2
+    return len(_in_memory_split(data, split, half, seed))
+
+
+def split_dataset(data: DataSource, split: str, batch_size: int, shuffle: bool = False,
+                  seed: int | None = None, repeat: bool = False,
+                  input_context: tf.distribute.InputContext | None = None,
+                  half: int | None = None, half_seed: int | None = None,
+                  shuffle_buffer: int | None = None) -> tf.data.Dataset:
+    """``(preprocessed features, labels)`` batches of ``split`` of either kind of source.
+
+    Args:
+        data: in-memory or prepared data.
+        split: ``"train"``, ``"validation"`` or ``"test"``.
+        batch_size: global batch size.
+        shuffle: reshuffle every epoch (prepared data: shard order and a bounded buffer).
+        seed: shuffle seed.
+        repeat: repeat forever.
+        input_context: ``tf.distribute`` input context (sharding per input pipeline).
+        half: 0 or 1: only one half of the split (in memory: a seeded random half;
+            prepared: every other record).
+        half_seed: seed that picks the in-memory halves (default ``seed``); give both
+            halves the same one.
+        shuffle_buffer: records in the shuffle buffer of prepared data (default 100,000).
+    """
+    if half not in (None, 0, 1):
+        raise ValueError(f"half must be None, 0 or 1, got {half!r}.")
+    if isinstance(data, PreparedData):
+        kwargs = {} if shuffle_buffer is None else {"shuffle_buffer": shuffle_buffer}
+        return data.dataset(split, batch_size, shuffle=shuffle, seed=seed, repeat=repeat,
+                            input_context=input_context,
+                            part=None if half is None else (half, 2), **kwargs)
+    if half_seed is None:
+        half_seed = 0 if seed is None else seed
+    rows = _in_memory_split(data, split, half, half_seed)
+    return make_dataset(rows, data.spec, batch_size, shuffle=shuffle, seed=seed, repeat=repeat,
+                        input_context=input_context)
+
+
+def search_pairs(data: DataSource, halves: bool, batch_size: int, seed: int | None = None,
+                 shuffle_buffer: int | None = None) -> tuple[tf.data.Dataset, int]:
+    """``(weight batch, architecture batch)`` pairs for a search ``train_step``, and the
+    number of weight rows (one epoch is one pass over them).
+
+    With ``halves`` the weights train on one half of the training split and the
+    architecture on the other (MTL-NAS); otherwise on the training and validation splits.
+    The architecture stream repeats as needed.
+    """
+    if halves:
+        (w_split, w_half), (a_split, a_half) = ("train", 0), ("train", 1)
+    else:
+        (w_split, w_half), (a_split, a_half) = ("train", None), ("validation", None)
+    s = 0 if seed is None else seed
+    if num_rows(data, a_split, a_half, s) == 0:
+        raise DataError("The architecture split is empty: a search needs examples for its "
+                        "architecture step (validation rows, or two halves of train).")
+    weights = split_dataset(data, w_split, batch_size, shuffle=True, seed=seed, half=w_half,
+                            half_seed=s, shuffle_buffer=shuffle_buffer)
+    arch = split_dataset(data, a_split, batch_size, shuffle=True,
+                         seed=None if seed is None else seed + 1, repeat=True, half=a_half,
+                         half_seed=s, shuffle_buffer=shuffle_buffer)
+    return tf.data.Dataset.zip((weights, arch)), num_rows(data, w_split, w_half, s)
