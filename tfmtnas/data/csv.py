@@ -320,6 +320,10 @@ def load_csv_dataset(
         columns = _header(train_path, sep, header, names)
         categorical = [c for c in columns if c not in {*label_names, *numeric}]
     categorical, numeric = list(categorical), list(numeric)
+    not_categorical = sorted(set(hashed or {}) - set(categorical))
+    if not_categorical:
+        raise ValueError(f"Hashed columns {not_categorical} are not categorical feature "
+                         f"columns ({categorical}).")
     if not categorical and not numeric:
         raise ValueError("No feature columns: every column is a label.")
 

@@ -80,15 +80,15 @@ def load_source():
 def evaluate_from_flags() -> dict:
     """Evaluate as the flags say; print the metrics JSON (and write ``--output``)."""
     from tfmtnas.data import load_dataset
-    from tfmtnas.pipelines.evaluating import Progress, evaluate_split
+    from tfmtnas.pipelines.evaluating import Progress, evaluate_source
 
     label, predict, spec, tasks, record = load_source()
     dataset = resolve_dataset(record)
     data = load_dataset(dataset["name"], data_dir=dataset["data_dir"], seed=dataset["seed"],
                         **dataset["options"])
-    split = data.splits()[FLAGS.split]
-    result = evaluate_split(predict, split, spec, tasks, batch_size=FLAGS.batch_size,
-                            progress=Progress(f"tfmtnas-evaluate {FLAGS.split}"))
+    result = evaluate_source(predict, data, FLAGS.split, spec, tasks,
+                             batch_size=FLAGS.batch_size,
+                             progress=Progress(f"tfmtnas-evaluate {FLAGS.split}"))
     out = {"model": label, "dataset": dataset["name"], "split": FLAGS.split,
            "seed": dataset["seed"], "dataset_from": dataset["from"], **result}
     text = json.dumps(out, indent=1)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from tfmtnas.data import DataError, Split
+from tfmtnas.data import DataError, DataSource, PreparedData, Split
 from tfmtnas.features import FeaturePreprocessor, FeatureSpec, TaskSpec
 
 Predict = Callable[..., Mapping[str, np.ndarray]]
@@ -118,20 +118,67 @@ class Progress:
 def evaluate_split(predict: Predict, split: Split, spec: FeatureSpec,
                    tasks: Sequence[TaskSpec], batch_size: int = 4096,
                    progress: Callable[[int, int], None] | None = None) -> dict:
-    """Predict ``split`` and compute each task's metric.
+    """Predict an in-memory ``split`` and compute each task's metric.
 
     Raises:
         DataError: the split lacks a feature the model takes or a task's labels.
     """
-    missing = [n for n in spec.names if n not in split.features]
-    if missing:
-        raise DataError(f"The model takes features {missing} that the dataset does not "
-                        f"have; evaluate on the dataset the model was trained on.")
-    no_labels = [t.name for t in tasks if t.name not in split.labels]
-    if no_labels:
-        raise DataError(f"The dataset has no labels for tasks {no_labels} (it has "
-                        f"{sorted(split.labels)}).")
-    features = {n: split.features[n] for n in spec.names}
-    predictions = predict(features, batch_size=batch_size, progress=progress)
-    metrics, counts = task_metrics(predictions, split.labels, tasks)
-    return {"examples": len(split), "labelled": counts, "metrics": metrics}
+    return evaluate_chunks(predict, [(split.features, split.labels)], len(split), spec, tasks,
+                           batch_size, progress)
+
+
+def evaluate_source(predict: Predict, data: DataSource, split: str, spec: FeatureSpec,
+                    tasks: Sequence[TaskSpec], batch_size: int = 4096,
+                    progress: Callable[[int, int], None] | None = None,
+                    chunk_rows: int = 65536) -> dict:
+    """Like :func:`evaluate_split` for a split of in-memory or prepared (streamed) data.
+
+    A prepared split is read ``chunk_rows`` raw rows at a time; only the predictions and
+    labels (a few bytes per row) are kept for the exact AUC.
+    """
+    if isinstance(data, PreparedData):
+        return evaluate_chunks(predict, data.raw_batches(split, chunk_rows),
+                               data.num_rows(split), spec, tasks, batch_size, progress)
+    return evaluate_split(predict, data.splits()[split], spec, tasks, batch_size, progress)
+
+
+def evaluate_chunks(predict: Predict, chunks: Iterable[tuple[Mapping, Mapping]], total: int,
+                    spec: FeatureSpec, tasks: Sequence[TaskSpec], batch_size: int = 4096,
+                    progress: Callable[[int, int], None] | None = None) -> dict:
+    """Predict ``(raw features, labels)`` chunks of one split and compute each task's metric.
+
+    Args:
+        predict: ``predict(columns, batch_size, progress)`` of a model or SavedModel.
+        chunks: raw feature columns and label columns, chunk by chunk.
+        total: rows in all chunks (for progress).
+        spec, tasks: what the model takes and predicts.
+        batch_size: rows per prediction call.
+        progress: ``progress(done, total)``.
+
+    Raises:
+        DataError: the data lacks a feature the model takes or a task's labels.
+    """
+    predictions: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
+    labels: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
+    done = 0
+    for features, chunk_labels in chunks:
+        missing = [n for n in spec.names if n not in features]
+        if missing:
+            raise DataError(f"The model takes features {missing} that the dataset does not "
+                            f"have; evaluate on the dataset the model was trained on.")
+        no_labels = [t.name for t in tasks if t.name not in chunk_labels]
+        if no_labels:
+            raise DataError(f"The dataset has no labels for tasks {no_labels} (it has "
+                            f"{sorted(chunk_labels)}).")
+        offset = done
+        step = None if progress is None else (lambda d, _t, o=offset: progress(o + d, total))
+        out = predict({n: features[n] for n in spec.names}, batch_size=batch_size,
+                      progress=step)
+        for t in tasks:
+            predictions[t.name].append(np.asarray(out[t.name]))
+            labels[t.name].append(np.asarray(chunk_labels[t.name]))
+        done += len(np.asarray(chunk_labels[tasks[0].name]))
+    joined = {k: np.concatenate(v) for k, v in predictions.items()}
+    metrics, counts = task_metrics(joined, {k: np.concatenate(v) for k, v in labels.items()},
+                                   tasks)
+    return {"examples": done, "labelled": counts, "metrics": metrics}

@@ -12,7 +12,7 @@ from absl import flags
 
 from tfmtnas.models import OPTIMIZERS, SHARING_KINDS
 
-DATASETS = ("census", "movielens", "synthetic", "csv")
+DATASETS = ("census", "movielens", "synthetic", "csv", "prepared")
 FLAGS = flags.FLAGS
 _DEFINED: set[str] = set()
 
@@ -41,7 +41,8 @@ def _positive_ints(name: str, value: list[str]) -> bool:
 def define_data_flags() -> None:
     flags.DEFINE_enum("dataset", "census", DATASETS, "Dataset to train on.")
     flags.DEFINE_string("data_dir", None,
-                        "Directory with the dataset's original files (default: fetch and cache).")
+                        "Directory with the dataset's original files (default: fetch and "
+                        "cache); for --dataset=prepared, the folder tfmtnas-prepare wrote.")
     flags.DEFINE_float("synthetic_correlation", 0.5,
                        "Task correlation p of the synthetic dataset, in [-1, 1].")
     flags.DEFINE_integer("synthetic_examples", 10000, "Training examples of the synthetic data.")
@@ -52,6 +53,13 @@ def define_data_flags() -> None:
     flags.DEFINE_list("csv_categorical", [], "Categorical columns (dataset=csv; default: "
                       "every column that is neither numeric nor a label).")
     flags.DEFINE_list("csv_numeric", [], "Numeric columns (dataset=csv).")
+    flags.DEFINE_list("csv_hash", [], "Categorical columns to hash instead of looking up, as "
+                      "name:bins (dataset=csv): for ids too many to keep a vocabulary of.")
+    flags.DEFINE_integer("csv_min_count", 1, "Categorical values seen fewer times in the "
+                         "training split go to the out-of-vocabulary id (dataset=csv).",
+                         lower_bound=1)
+    flags.DEFINE_integer("csv_max_vocabulary", None, "Keep at most this many most frequent "
+                         "values per categorical column (dataset=csv).", lower_bound=1)
 
 
 @_once
@@ -94,9 +102,17 @@ def dataset_options() -> dict:
         for item in FLAGS.csv_labels:
             name, _, kind = item.partition(":")
             labels[name] = kind or "binary"
+        hashed = {}
+        for item in FLAGS.csv_hash:
+            name, _, bins = item.partition(":")
+            if not bins.isdigit() or int(bins) < 1:
+                raise ValueError(f"--csv_hash wants name:bins with bins a positive integer, "
+                                 f"got {item!r}.")
+            hashed[name] = int(bins)
         return {"train_path": FLAGS.csv_train, "test_path": FLAGS.csv_test,
                 "label_columns": labels, "categorical": FLAGS.csv_categorical or None,
-                "numeric": FLAGS.csv_numeric}
+                "numeric": FLAGS.csv_numeric, "hashed": hashed,
+                "min_count": FLAGS.csv_min_count, "max_vocabulary": FLAGS.csv_max_vocabulary}
     return {}
 
 
