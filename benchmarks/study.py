@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from tfmtnas.data import load_dataset
+from tfmtnas.models import OPTIMIZERS
 from tfmtnas.pipelines.searching import CHILD_MODES, SearchConfig, run_search
 from tfmtnas.pipelines.training import TrainConfig, train_and_evaluate
 from tfmtnas.search import forward_flops, preset
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
                         choices=CHILD_MODES,
                         help="how a derived child gets its weights (SearchConfig.child)")
     parser.add_argument("--child_epochs", type=int, default=SearchConfig.child_epochs)
+    parser.add_argument("--optimizer", default=TrainConfig.optimizer, choices=OPTIMIZERS,
+                        help="weight optimizer of every model and search")
     parser.add_argument("--output", default=None)
     args = parser.parse_args(argv)
     print("command:", " ".join(["python", *sys.argv]), flush=True)
@@ -67,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             data.spec.numeric)
         for kind in [m for m in args.models.split(",") if m]:
             cfg = TrainConfig(dataset=args.dataset, model=kind, seed=seed, epochs=args.epochs,
-                              batch_size=args.batch_size)
+                              batch_size=args.batch_size, optimizer=args.optimizer)
             res = train_and_evaluate(cfg, data=data, verbose=0)
             row = rows.setdefault(kind, {"seconds": [], "flops": zoo_flops(kind, cfg, tasks,
                                                                            input_dim),
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             cfg = SearchConfig(dataset=args.dataset, method=method, seed=seed,
                                epochs=args.epochs, batch_size=args.batch_size,
                                expert_units=search_units, child=args.child,
-                               child_epochs=args.child_epochs)
+                               child_epochs=args.child_epochs, optimizer=args.optimizer)
             res = run_search(cfg, data=data, verbose=0)
             row = rows.setdefault(f"{method} child", {"seconds": [], "flops": [], "params": []})
             _record(row, res.child_metrics, res.search_seconds, data)
