@@ -105,3 +105,141 @@ def test_missing_raw_feature_is_named():
 def test_bad_specs_raise_with_the_value(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+# ----------------------------------------------------------------- vocabulary files
+def _write(path, text: str | bytes):
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return str(path)
+
+
+def _file_twin(spec: FeatureSpec, folder) -> FeatureSpec:
+    """``spec`` with every inline vocabulary written to ``folder/<name>.txt`` instead."""
+    cats = []
+    for f in spec.categorical:
+        if f.vocabulary is not None:
+            path = _write(folder / f"{f.name}.txt", "".join(v + "\n" for v in f.vocabulary))
+            f = CategoricalFeature(f.name, vocabulary_file=path,
+                                   vocabulary_size=len(f.vocabulary))
+        cats.append(f)
+    return FeatureSpec(cats, spec.numeric)
+
+
+def test_file_vocabulary_ids_equal_inline_vocabulary_ids(tmp_path):
+    """Same ids from a file as from the inline vocabulary, "" and unknown values included.
+
+    "user" holds "" (an empty line: read whole, TensorFlow's text-file reader refuses
+    empty lines), "item" does not (TextFileInitializer); hashed and inline features around
+    them shift the offsets.
+    """
+    inline = FeatureSpec(
+        [CategoricalFeature("h", hash_bins=5), CategoricalFeature("user", ("u1", "", "u2")),
+         CategoricalFeature("item", ("i1", "i2", "i3", "i4")),
+         CategoricalFeature("color", ("red", "blue"))], [NumericFeature("x")])
+    files = _file_twin(inline, tmp_path)
+    assert files.categorical[1].vocabulary_file and files.categorical[2].vocabulary_file
+    values = ["u1", "", "u2", "i1", "i4", "red", "unknown", " ", "u1 ", "\r"]
+    raw = {name: tf.constant(values) for name in ("h", "user", "item", "color")}
+    raw["x"] = tf.zeros([len(values)])
+    got = FeaturePreprocessor(files)(raw)["categorical"].numpy()
+    np.testing.assert_array_equal(got, FeaturePreprocessor(inline)(raw)["categorical"])
+    # By hand: user ids start at 5 (5 hash buckets), item at 9, color at 14; 0 = unknown.
+    assert got[:, 1].tolist() == [6, 7, 8, 5, 5, 5, 5, 5, 5, 5]
+    assert got[:, 2].tolist() == [9, 9, 9, 10, 13, 9, 9, 9, 9, 9]
+    assert got[:, 3].tolist() == [14, 14, 14, 14, 14, 15, 14, 14, 14, 14]
+
+
+def test_vocabulary_file_line_ends_and_empty_first_or_last_line(tmp_path):
+    cases = {"crlf.txt": (b"a\r\n\r\nb\r\n", ("a", "", "b")),
+             "first.txt": (b"\na\nb", ("", "a", "b")),  # no final line end
+             "last.txt": (b"a\nb\n\n", ("a", "b", "")),
+             "plain.txt": (b"a\r\nb\nc", ("a", "b", "c"))}
+    for name, (content, expected) in cases.items():
+        feature = CategoricalFeature("c", vocabulary_file=_write(tmp_path / name, content),
+                                     vocabulary_size=3)
+        assert feature.read_vocabulary() == expected, name
+        ids = FeaturePreprocessor(FeatureSpec([feature]))(
+            {"c": tf.constant(["a", "b", "", "c", "a\r"])})["categorical"].numpy().ravel()
+        assert ids.tolist() == [expected.index(v) + 1 if v in expected else 0
+                                for v in ("a", "b", "", "c", "a\r")], name
+
+
+@pytest.mark.parametrize("content, size, match", [
+    ("a\nb\n", 3, r"^Categorical feature 'user': vocabulary file .*v\.txt has 2 lines, but "
+     r"vocabulary_size is 3\.$"),
+    ("a\nb\nc\nd\n", 3, "has 4 lines, but vocabulary_size is 3"),
+    ("a\nb\na\n", 3, r"^Categorical feature 'user': vocabulary file .*v\.txt repeats 'a' on "
+     r"lines 1 and 3; each value must appear once\.$"),
+    ("a\n\n\n", 3, "repeats '' on lines 2 and 3"),
+    ("a\r\nb\na\n", 3, "repeats 'a' on lines 1 and 3"),
+])
+def test_bad_vocabulary_files_are_named(tmp_path, content, size, match):
+    path = _write(tmp_path / "v.txt", content)
+    spec = FeatureSpec([CategoricalFeature("user", vocabulary_file=path, vocabulary_size=size)])
+    with pytest.raises(ValueError, match=match):
+        FeaturePreprocessor(spec)
+
+
+def test_missing_vocabulary_file_is_one_line_naming_feature_and_path(tmp_path):
+    path = str(tmp_path / "nope" / "user.txt")
+    spec = FeatureSpec([CategoricalFeature("user", vocabulary_file=path, vocabulary_size=3)])
+    with pytest.raises(FileNotFoundError) as err:
+        FeaturePreprocessor(spec)
+    assert str(err.value) == f"Categorical feature 'user': vocabulary file {path} not found."
+
+
+def test_file_rewritten_at_the_same_path_is_read_again(tmp_path):
+    """Tables are not shared by path: TextFileInitializer's own shared name would be."""
+    path = _write(tmp_path / "v.txt", "a\nb\n")
+    spec = FeatureSpec([CategoricalFeature("c", vocabulary_file=path, vocabulary_size=2)])
+    first = FeaturePreprocessor(spec)
+    _write(tmp_path / "v.txt", "b\na\n")
+    second = FeaturePreprocessor(spec)
+    raw = {"c": tf.constant(["a", "b"])}
+    assert first(raw)["categorical"].numpy().ravel().tolist() == [1, 2]
+    assert second(raw)["categorical"].numpy().ravel().tolist() == [2, 1]
+
+
+def test_empty_vocabulary_file_puts_everything_out_of_vocabulary(tmp_path):
+    spec = FeatureSpec([CategoricalFeature("c", vocabulary_file=_write(tmp_path / "v.txt", ""),
+                                           vocabulary_size=0), CategoricalFeature("h", ("x",))])
+    ids = FeaturePreprocessor(spec)({"c": tf.constant(["", "a"]), "h": tf.constant(["x", "x"])})
+    assert ids["categorical"].numpy().tolist() == [[0, 2], [0, 2]]
+
+
+def test_resolved_and_copied_vocabularies(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "dataset"
+    (data / "vocabularies").mkdir(parents=True)
+    _write(data / "vocabularies" / "user.txt", "u1\n\nu2\n")
+    elsewhere = _write(tmp_path / "items.txt", "i1\n")
+    stored = FeatureSpec([
+        CategoricalFeature("user", vocabulary_file="vocabularies/user.txt", vocabulary_size=3),
+        CategoricalFeature("item/id", vocabulary_file=elsewhere, vocabulary_size=1),
+        CategoricalFeature("color", ("red",))])
+    spec = stored.resolved(data)
+    assert spec.vocabulary_files == {"user": str(data / "vocabularies" / "user.txt"),
+                                     "item/id": elsewhere}  # absolute paths are kept
+    assert spec.categorical[2] == stored.categorical[2]
+    model_dir = tmp_path / "run"
+    saved = spec.copy_vocabularies(model_dir)
+    assert saved.vocabulary_files == {"user": "vocabularies/user.txt",
+                                      "item/id": "vocabularies/item_id.txt"}
+    assert (model_dir / "vocabularies" / "user.txt").read_bytes() == b"u1\n\nu2\n"
+    assert (model_dir / "vocabularies" / "item_id.txt").read_bytes() == b"i1\n"
+    assert sorted(p.name for p in (model_dir / "vocabularies").iterdir()) == [
+        "item_id.txt", "user.txt"]  # no temporary leftovers
+    text = saved.to_json()
+    assert "u1" not in text and "vocabularies/user.txt" in text
+    back = FeatureSpec.from_json(text).resolved(model_dir)
+    assert back.categorical[0].read_vocabulary() == ("u1", "", "u2")
+    # Copying files already in place keeps them.
+    assert back.copy_vocabularies(model_dir) == saved
+    assert (model_dir / "vocabularies" / "user.txt").read_bytes() == b"u1\n\nu2\n"
+    assert stored.resolved(data).copy_vocabularies(model_dir, folder="v2").vocabulary_files[
+        "user"] == "v2/user.txt"
+    inline = FeatureSpec([CategoricalFeature("color", ("red",))])
+    assert inline.copy_vocabularies(tmp_path / "x") is inline
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(FileNotFoundError, match="'user': vocabulary file vocabularies/user"):
+        stored.copy_vocabularies(model_dir)  # unresolved: relative to the working directory

@@ -30,7 +30,11 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
+import itertools
 import json
+import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -48,7 +52,9 @@ class CategoricalFeature:
     Large vocabularies (click-log user and item ids) live in a file, one value per line,
     most frequent first, instead of in the spec: ``vocabulary_file`` with
     ``vocabulary_size`` lines. The file is read by a lookup-table initialiser and carried
-    as a SavedModel asset, never copied into the graph or the model JSON.
+    as a SavedModel asset, never copied into the graph or the model JSON. An empty line is
+    the value ``""``; a line's trailing ``"\\r"`` (Windows line end) is not part of the
+    value, as TensorFlow's file reader drops it; every value appears once.
 
     Args:
         name: raw feature name.
@@ -100,6 +106,124 @@ class CategoricalFeature:
         if self.vocabulary_file is not None:
             return self.vocabulary_size + 1
         return len(self.vocabulary) + 1
+
+    def read_vocabulary(self, limit: int | None = None) -> tuple[str, ...]:
+        """The known values in id order (value ``i`` has id ``i + 1``), from the file if any.
+
+        Args:
+            limit: read at most this many values (default all).
+
+        Example:
+            >>> CategoricalFeature("color", ("red", "blue")).read_vocabulary(1)
+            ('red',)
+        """
+        if self.hash_bins is not None:
+            raise ValueError(f"Categorical feature {self.name!r} is hashed: it has no "
+                             f"vocabulary.")
+        if self.vocabulary is not None:
+            return self.vocabulary[:limit]
+        values = []
+        with _open_vocabulary(self) as lines:
+            for line in lines:
+                if limit is not None and len(values) >= limit:
+                    break
+                values.append(_line_value(line).decode("utf-8"))
+        return tuple(values)
+
+
+def _is_absolute(path: str) -> bool:
+    """An absolute local path or a URL-like path (``gs://...``) that no base folder changes."""
+    return os.path.isabs(path) or "://" in path
+
+
+def _join(base_dir: str | os.PathLike, path: str) -> str:
+    base_dir = os.fspath(base_dir)
+    if "://" in base_dir:
+        return f"{base_dir.rstrip('/')}/{path}"
+    return os.path.abspath(os.path.join(base_dir, path))
+
+
+def _open_vocabulary(feature: CategoricalFeature):
+    """The feature's vocabulary file opened for binary reading (errors name the feature)."""
+    path = feature.vocabulary_file
+    try:
+        if "://" in path:
+            return tf.io.gfile.GFile(path, "rb")
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    except (OSError, tf.errors.NotFoundError):
+        raise FileNotFoundError(f"Categorical feature {feature.name!r}: vocabulary file "
+                                f"{path} not found.") from None
+
+
+def _line_value(line: bytes) -> bytes:
+    """A vocabulary line without its line end (``\\n``, ``\\r\\n``), as TensorFlow reads it."""
+    if line.endswith(b"\n"):
+        line = line[:-1]
+    return line[:-1] if line.endswith(b"\r") else line
+
+
+def _count_lines(path: str) -> tuple[int, bool]:
+    """``(lines, whether one is empty)`` of a vocabulary file, read in large chunks (about
+    20 ms for a million lines here, so not cached: a file rewritten within the clock's
+    resolution would look unchanged to a cache keyed by size and time)."""
+    lines, empty, window = 0, False, b"\n"  # as if a line ended just before the file
+    with (tf.io.gfile.GFile(path, "rb") if "://" in path else open(path, "rb")) as f:
+        for chunk in iter(functools.partial(f.read, 1 << 24), b""):
+            lines += chunk.count(b"\n")
+            window = window[-2:] + chunk
+            empty = empty or b"\n\n" in window or b"\n\r\n" in window
+            window = window[-2:]
+    if window[-1:] != b"\n":  # the last line has no line end
+        lines += 1
+        empty = empty or window.endswith(b"\n\r")
+    return lines, empty
+
+
+def check_vocabulary_file(feature: CategoricalFeature) -> bool:
+    """Check that the feature's vocabulary file exists with ``vocabulary_size`` lines.
+
+    Duplicate values are found when a lookup table is filled from the file
+    (:class:`FeaturePreprocessor`), which reads every value anyway.
+
+    Args:
+        feature: a categorical feature with a ``vocabulary_file``.
+
+    Returns:
+        Whether one of the lines is empty (the value ``""``).
+
+    Raises:
+        FileNotFoundError: the file does not exist (the message names feature and path).
+        ValueError: the file has another number of lines than ``vocabulary_size``.
+
+    Example:
+        >>> check_vocabulary_file(CategoricalFeature("user", vocabulary_file="user.txt",
+        ...                                          vocabulary_size=3))
+        False
+    """
+    path = feature.vocabulary_file
+    try:
+        stat = tf.io.gfile.stat(path)
+    except tf.errors.NotFoundError:
+        raise FileNotFoundError(f"Categorical feature {feature.name!r}: vocabulary file "
+                                f"{path} not found.") from None
+    if stat.is_directory:
+        raise FileNotFoundError(f"Categorical feature {feature.name!r}: vocabulary file "
+                                f"{path} is a directory.")
+    lines, empty = _count_lines(path)
+    if lines != feature.vocabulary_size:
+        raise ValueError(f"Categorical feature {feature.name!r}: vocabulary file {path} has "
+                         f"{lines} lines, but vocabulary_size is {feature.vocabulary_size}.")
+    return empty
+
+
+def _repeated_value(feature: CategoricalFeature) -> str | None:
+    """The first value the feature's vocabulary file repeats, with its lines, or None."""
+    first: dict[str, int] = {}
+    for line, value in enumerate(feature.read_vocabulary(), start=1):
+        if value in first:
+            return f"{value!r} on lines {first[value]} and {line}"
+        first[value] = line
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,6 +298,81 @@ class FeatureSpec:
     def total_ids(self) -> int:
         """Rows of the concatenated embedding table."""
         return int(sum(f.size for f in self.categorical))
+
+    @property
+    def vocabulary_files(self) -> dict[str, str]:
+        """``{feature name: vocabulary_file}`` of the features whose vocabulary is a file."""
+        return {f.name: f.vocabulary_file for f in self.categorical
+                if f.vocabulary_file is not None}
+
+    def resolved(self, base_dir: str | os.PathLike) -> FeatureSpec:
+        """The spec with relative ``vocabulary_file`` paths made absolute from ``base_dir``.
+
+        A spec stored in a folder (a prepared dataset's ``spec.json``, a model dir's
+        ``model.json``, an export's metadata) names its files relative to that folder;
+        resolve it against the folder before use. Absolute paths are kept.
+
+        Args:
+            base_dir: the folder the relative paths start from.
+
+        Example:
+            >>> spec = FeatureSpec([CategoricalFeature(
+            ...     "user", vocabulary_file="vocabularies/user.txt", vocabulary_size=3)])
+            >>> spec.resolved("/data/clicks").categorical[0].vocabulary_file
+            '/data/clicks/vocabularies/user.txt'
+        """
+        return dataclasses.replace(self, categorical=tuple(
+            dataclasses.replace(f, vocabulary_file=_join(base_dir, f.vocabulary_file))
+            if f.vocabulary_file is not None and not _is_absolute(f.vocabulary_file) else f
+            for f in self.categorical))
+
+    def copy_vocabularies(self, base_dir: str | os.PathLike,
+                          folder: str = "vocabularies") -> FeatureSpec:
+        """Copy each vocabulary file into ``<base_dir>/<folder>/``; return the spec naming
+        the copies relative to ``base_dir`` (what a model dir's ``model.json`` stores).
+
+        The copy of a feature's file is ``<folder>/<feature name>.txt`` (characters other
+        than letters, digits, ``_ . -`` replaced by ``_``). Each file is checked first
+        (exists, ``vocabulary_size`` lines) and copied aside, then renamed into place, so
+        an interrupted copy never looks complete. A file already in place is kept.
+
+        Args:
+            base_dir: the folder the returned spec's paths are relative to.
+            folder: sub-folder of ``base_dir`` for the copies (default ``"vocabularies"``,
+                as in a prepared dataset).
+
+        Returns:
+            The spec with relative paths (``self`` if no vocabulary is a file); resolve it
+            with :meth:`resolved` after reading it back.
+
+        Example:
+            >>> saved = spec.copy_vocabularies("runs/mmoe")   # runs/mmoe/vocabularies/user.txt
+            >>> saved.categorical[0].vocabulary_file
+            'vocabularies/user.txt'
+        """
+        if not self.vocabulary_files:
+            return self
+        base_dir = os.fspath(base_dir)
+        tf.io.gfile.makedirs(_join(base_dir, folder))
+        used: set[str] = set()
+        cats = []
+        for f in self.categorical:
+            if f.vocabulary_file is None:
+                cats.append(f)
+                continue
+            check_vocabulary_file(f)
+            stem = re.sub(r"[^A-Za-z0-9_.-]", "_", f.name)
+            name, n = f"{stem}.txt", 1
+            while name in used:
+                name, n = f"{stem}-{n}.txt", n + 1
+            used.add(name)
+            relative = f"{folder}/{name}"
+            target = _join(base_dir, relative)
+            if _join(base_dir, f.vocabulary_file) != target:
+                tf.io.gfile.copy(f.vocabulary_file, target + ".tmp", overwrite=True)
+                tf.io.gfile.rename(target + ".tmp", target, overwrite=True)
+            cats.append(dataclasses.replace(f, vocabulary_file=relative))
+        return dataclasses.replace(self, categorical=tuple(cats))
 
     def raw_dtype(self, name: str) -> tf.DType:
         """The dtype a raw value of ``name`` has (string for categorical, float32 numeric)."""
@@ -250,6 +449,86 @@ class FeatureSpec:
         return cls(tuple(cats), tuple(nums))
 
 
+_TABLE_NUMBERS = itertools.count()
+
+
+class _VocabularyFileInitializer(tf.lookup.TextFileInitializer):
+    """``TextFileInitializer`` of a vocabulary file: line ``i`` -> id ``first_id + i``.
+
+    Two changes to the parent class:
+
+    - A unique shared name per table. The parent's is made of the path, the size and the
+      offset, so in one process a second table over a file rewritten at the same path would
+      silently be the first one again. (Anonymous tables avoid that, but TensorFlow's C++
+      SavedModel loader, the one TF Serving uses, leaves them uninitialised: "Table not
+      initialized".)
+    - ``whole_file=True`` for a file with an empty line (the value ``""``), which
+      TensorFlow's text-file reader refuses ("Invalid content ... empty line found"): the
+      file is read whole with ``tf.io.read_file``, split on ``"\\n"`` in the graph, a
+      trailing ``"\\r"`` dropped per line as that reader does, and the lines imported with
+      their ids. It holds the file in memory while the table fills, hence only for such
+      files.
+
+    Either way the file is a tracked ``tf.saved_model.Asset`` (the parent class tracks it):
+    a SavedModel carries it under ``assets/`` and reads that copy when loaded.
+    """
+
+    def __init__(self, filename: str, vocab_size: int, first_id: int, whole_file: bool):
+        super().__init__(filename, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64,
+                         tf.lookup.TextFileIndex.LINE_NUMBER, vocab_size=vocab_size,
+                         value_index_offset=first_id)
+        self._size, self._first_id, self._whole_file = vocab_size, first_id, whole_file
+        self._number = next(_TABLE_NUMBERS)
+
+    @property
+    def _shared_name(self):
+        return f"{super()._shared_name}_{self._number}"
+
+    def initialize(self, table):
+        if not self._whole_file:
+            return super().initialize(table)
+        # self._filename is the tracked Asset: its path is the asset's path once loaded.
+        content = tf.io.read_file(self._filename)
+        lines = tf.strings.split(content, "\n")[:self._size]
+        lines = tf.strings.regex_replace(lines, "\r$", "")
+        ids = tf.range(self._first_id, self._first_id + self._size, dtype=tf.int64)
+        return tf.raw_ops.LookupTableImportV2(table_handle=table.resource_handle, keys=lines,
+                                              values=ids)
+
+
+def _vocabulary_table(feature: CategoricalFeature,
+                      offset: int) -> tf.lookup.StaticHashTable | None:
+    """Value -> id in the concatenated table (``offset + 1 + i`` for value ``i``), else -1.
+
+    None for an empty vocabulary. An inline vocabulary is a constant of the graph; a file
+    is read by a ``TextFileInitializer`` (a SavedModel asset), after checking its line
+    count; a duplicate value fails while the table fills and is reported with its lines.
+    """
+    if feature.vocabulary is not None:
+        if not feature.vocabulary:
+            return None
+        return tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(feature.vocabulary),
+            tf.range(offset + 1, offset + 1 + len(feature.vocabulary), dtype=tf.int64)),
+            default_value=-1)
+    has_empty_line = check_vocabulary_file(feature)
+    if feature.vocabulary_size == 0:
+        return None
+    initializer = _VocabularyFileInitializer(feature.vocabulary_file, feature.vocabulary_size,
+                                             offset + 1, whole_file=has_empty_line)
+    try:
+        return tf.lookup.StaticHashTable(initializer, default_value=-1)
+    except tf.errors.OpError as err:
+        repeated = _repeated_value(feature)
+        if repeated is not None:
+            raise ValueError(f"Categorical feature {feature.name!r}: vocabulary file "
+                             f"{feature.vocabulary_file} repeats {repeated}; each value "
+                             f"must appear once.") from None
+        raise ValueError(f"Categorical feature {feature.name!r}: cannot read vocabulary "
+                         f"file {feature.vocabulary_file}: "
+                         f"{err.message.splitlines()[-1]}") from err
+
+
 @keras.utils.register_keras_serializable(package="tfmtnas")
 class FeaturePreprocessor(keras.layers.Layer):
     """Raw feature dict -> ``{"categorical": int32 ids, "numeric": float32}``.
@@ -265,6 +544,15 @@ class FeaturePreprocessor(keras.layers.Layer):
     table keyed by feature and value was twice as fast at batch 1 but four times slower at
     batch 512, because it builds a new string per value.)
 
+    A vocabulary file (``CategoricalFeature.vocabulary_file``) fills its table through a
+    ``tf.lookup.TextFileInitializer``: the values never become a graph constant, and a
+    SavedModel of this layer carries the file under ``assets/``. The file is checked when
+    the layer is built: it must exist, have ``vocabulary_size`` lines and no value twice
+    (errors name the feature and the path). TensorFlow's text-file reader refuses empty
+    lines, so a file holding ``""`` is read whole and split in the graph instead (same ids,
+    same asset). Relative paths are relative to the working directory: resolve a stored
+    spec first (:meth:`FeatureSpec.resolved`).
+
     Args:
         spec: the :class:`FeatureSpec` (or its dict form).
     """
@@ -273,15 +561,15 @@ class FeaturePreprocessor(keras.layers.Layer):
         super().__init__(**kwargs)
         self.spec = spec if isinstance(spec, FeatureSpec) else FeatureSpec.from_dict(spec)
         cats, offsets = self.spec.categorical, self.spec.offsets
-        self._vocab_columns = [i for i, f in enumerate(cats) if f.vocabulary is not None]
+        self._vocab_columns = [i for i, f in enumerate(cats) if f.hash_bins is None]
         # Each known value maps to its id in the concatenated table, an unknown one to -1;
         # a feature with an empty vocabulary has no table: everything is unknown.
-        self._tables = [tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant(cats[i].vocabulary),
-                tf.range(offsets[i] + 1, offsets[i] + 1 + len(cats[i].vocabulary),
-                         dtype=tf.int64)), default_value=-1) if cats[i].vocabulary else None
-            for i in self._vocab_columns]
+        self._tables = [_vocabulary_table(cats[i], offsets[i]) for i in self._vocab_columns]
+        # An empty vocabulary file has no table to carry it; export it all the same, so
+        # every vocabulary_file of the spec is in the SavedModel's assets.
+        self._empty_vocabulary_files = [
+            tf.saved_model.Asset(cats[i].vocabulary_file) for i, t in
+            zip(self._vocab_columns, self._tables) if t is None and cats[i].vocabulary_file]
         self._oov_ids = np.array([offsets[i] for i in self._vocab_columns], np.int64)
         # Hashed features grouped by bucket count: one hashing op per group.
         groups: dict[int, list[int]] = {}
