@@ -164,10 +164,15 @@ def rest_predict_url(model_name: str, host: str = "localhost", port: int = 8501,
 
 
 def sample_row(spec: FeatureSpec) -> dict[str, object]:
-    """A plausible raw row for documentation: the most frequent category, the mean number."""
+    """A plausible raw row for documentation: the most frequent category, the mean number.
+
+    A vocabulary file gives its first line (read from the file, which must exist: a spec
+    from :func:`~tfmtnas.export.read_metadata` names the export's own copy).
+    """
     row: dict[str, object] = {}
     for f in spec.categorical:
-        row[f.name] = f.vocabulary[0] if f.vocabulary else "some_value"
+        first = f.read_vocabulary(1) if f.hash_bins is None else ()
+        row[f.name] = first[0] if first else "some_value"
     for f in spec.numeric:
         value = math.expm1(f.mean) if f.log else f.mean
         row[f.name] = round(float(value), 4)

@@ -10,6 +10,12 @@ The version folder holds, besides ``saved_model.pb`` and ``variables/``,
 ``assets.extra/tfmtnas.json`` (:data:`METADATA_FILE`): the feature spec, the tasks, the
 signatures' input and output names and any caller metadata (the export binary records the
 training config). TF Serving ignores it; ``tfmtnas-evaluate`` reads it.
+
+A vocabulary file of the spec (``CategoricalFeature.vocabulary_file``) is copied by
+TensorFlow into the version's ``assets/`` (the lookup table's initialiser tracks it as a
+``tf.saved_model.Asset``), and the loaded model reads that copy. The metadata names the
+copy, relative to the version folder (``"assets/user.txt"``), instead of repeating the
+values; :func:`read_metadata` resolves it, so its ``.spec`` is usable as is.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import filecmp
 import json
 import logging
 import os
@@ -45,7 +52,9 @@ class ExportMetadata:
     """What ``assets.extra/tfmtnas.json`` records about an exported model.
 
     Args:
-        spec: the raw features the signatures take.
+        spec: the raw features the signatures take. The JSON names a vocabulary file by
+            its copy under ``assets/``, relative to the version folder;
+            :func:`read_metadata` returns the spec resolved against that folder.
         tasks: the tasks, in output order.
         signatures: ``{signature name: {"inputs": [...], "outputs": [...]}}``.
         model_class: class name of the exported model.
@@ -82,6 +91,9 @@ class ExportMetadata:
 def read_metadata(saved_model_dir: str | os.PathLike) -> ExportMetadata:
     """The :class:`ExportMetadata` of an exported version folder.
 
+    Its ``spec`` names vocabulary files by their absolute path under the version's
+    ``assets/``.
+
     Raises:
         FileNotFoundError: not a SavedModel folder, or not exported by tfmtnas.
     """
@@ -96,7 +108,46 @@ def read_metadata(saved_model_dir: str | os.PathLike) -> ExportMetadata:
     if not meta.is_file():
         raise FileNotFoundError(f"{path} is a SavedModel but not a tfmtnas export "
                                 f"({METADATA_FILE} is missing).")
-    return ExportMetadata.from_dict(json.loads(meta.read_text()))
+    metadata = ExportMetadata.from_dict(json.loads(meta.read_text()))
+    return dataclasses.replace(metadata, spec=metadata.spec.resolved(path))
+
+
+def asset_spec(spec: FeatureSpec, saved_model_dir: str | os.PathLike) -> FeatureSpec:
+    """``spec`` naming each vocabulary file by its copy in the SavedModel's ``assets/``.
+
+    TensorFlow names an asset after the file (with a suffix if two share a name), so the
+    copy is found by content, preferring the same name. Paths are relative to
+    ``saved_model_dir``.
+
+    Args:
+        spec: a spec whose vocabulary files were saved as assets of ``saved_model_dir``.
+        saved_model_dir: the folder ``tf.saved_model.save`` wrote.
+
+    Raises:
+        RuntimeError: a vocabulary file has no copy under ``assets/``.
+
+    Example:
+        >>> asset_spec(model.spec, "saved_models/mmoe/1").vocabulary_files
+        {'user': 'assets/user.txt'}
+    """
+    if not spec.vocabulary_files:
+        return spec
+    assets = Path(saved_model_dir) / "assets"
+    stored = sorted(assets.iterdir()) if assets.is_dir() else []
+    cats = []
+    for f in spec.categorical:
+        if f.vocabulary_file is None:
+            cats.append(f)
+            continue
+        name = os.path.basename(f.vocabulary_file)
+        copy = next((p for p in sorted(stored, key=lambda p: p.name != name)
+                     if filecmp.cmp(p, f.vocabulary_file, shallow=False)), None)
+        if copy is None:
+            raise RuntimeError(f"Categorical feature {f.name!r}: the SavedModel in "
+                               f"{saved_model_dir} has no copy of its vocabulary file "
+                               f"{f.vocabulary_file} under assets/.")
+        cats.append(dataclasses.replace(f, vocabulary_file=f"assets/{copy.name}"))
+    return dataclasses.replace(spec, categorical=tuple(cats))
 
 
 @contextlib.contextmanager
@@ -116,7 +167,8 @@ def write_saved_model(model, path: str | os.PathLike, metadata: Mapping | None =
     """Write the serving SavedModel of ``model`` into the new folder ``path`` (no versioning).
 
     Most callers want :func:`export_saved_model`, which adds the versioned layout and the
-    atomic rename on top of this.
+    atomic rename on top of this. The metadata file names vocabulary files by their copies
+    under ``assets/``; the returned metadata keeps the model's own spec (its paths).
     """
     module = ServingModule(model, jit_compile=jit_compile)
     signatures = module.signatures()
@@ -131,7 +183,8 @@ def write_saved_model(model, path: str | os.PathLike, metadata: Mapping | None =
     with _quiet_tf_logging():
         tf.saved_model.save(module, str(path), signatures=signatures)
     (path / METADATA_FILE).parent.mkdir(parents=True, exist_ok=True)
-    (path / METADATA_FILE).write_text(json.dumps(meta.to_dict(), indent=1))
+    stored = dataclasses.replace(meta, spec=asset_spec(meta.spec, path))
+    (path / METADATA_FILE).write_text(json.dumps(stored.to_dict(), indent=1))
     return meta
 
 
@@ -218,4 +271,5 @@ def load_signatures(saved_model_dir: str | os.PathLike):
 
 
 __all__ = ["EXAMPLES_SIGNATURE", "ExportMetadata", "METADATA_FILE", "SERVING_SIGNATURE",
-           "export_saved_model", "load_signatures", "read_metadata", "write_saved_model"]
+           "asset_spec", "export_saved_model", "load_signatures", "read_metadata",
+           "write_saved_model"]

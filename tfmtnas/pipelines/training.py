@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tfmtnas import keras
 from tfmtnas.data import DataSource, load_dataset, split_dataset
+from tfmtnas.features import FeatureSpec
 from tfmtnas.models import MultiTaskModel, make_optimizer
 
 
@@ -122,10 +123,15 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def save_model(model: MultiTaskModel, model_dir: Path) -> None:
-    """Write ``model.json`` and the weights so :func:`load_model` can rebuild the model."""
+    """Write ``model.json`` and the weights so :func:`load_model` can rebuild the model.
+
+    Vocabulary files are copied into ``<model_dir>/vocabularies/`` and ``model.json`` names
+    them relative to ``model_dir``, so the folder still loads after it moved.
+    """
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(model_dir / "model.json", json.dumps(model.get_config(), indent=1))
+    config = {**model.get_config(), "spec": model.spec.copy_vocabularies(model_dir).to_dict()}
+    _atomic_write(model_dir / "model.json", json.dumps(config, indent=1))
     model.save_weights(str(model_dir / "weights" / "weights"))
 
 
@@ -135,7 +141,9 @@ def load_model(model_dir: str | Path) -> MultiTaskModel:
     cfg_path = model_dir / "model.json"
     if not cfg_path.exists():
         raise FileNotFoundError(f"No trained model in {model_dir}: {cfg_path.name} is missing.")
-    model = MultiTaskModel.from_config(json.loads(cfg_path.read_text()))
+    config = json.loads(cfg_path.read_text())
+    config["spec"] = FeatureSpec.from_dict(config["spec"]).resolved(model_dir)
+    model = MultiTaskModel.from_config(config)
     model(model.dummy_features())
     model.load_weights(str(model_dir / "weights" / "weights")).expect_partial()
     return model
