@@ -3,6 +3,9 @@
 A :class:`FeatureSpec` lists categorical features (by vocabulary or by hashing, each with an
 out-of-vocabulary bucket) and numeric features (optionally ``log1p``-compressed, then
 standardised). It is JSON-serialisable, so a model directory fully describes its inputs.
+Large vocabularies live in files the spec names (relative to the folder of the JSON that
+names them: :meth:`FeatureSpec.resolved`, :meth:`FeatureSpec.copy_vocabularies`); they are
+read by lookup-table initialisers and exported as SavedModel assets, never inlined.
 
 :class:`FeaturePreprocessor` maps a dict of raw feature tensors (strings for categorical
 values, floats for numeric ones) to the two dense tensors the compiled model core consumes::
