@@ -219,3 +219,97 @@ def define_evaluate_flags() -> None:
                          allow_override=True)
     flags.DEFINE_integer("seed", 0, "Seed of the dataset split (default: the one the model "
                          "was trained with, if recorded).", allow_override=True)
+
+
+@_once
+def define_prepare_flags() -> None:
+    """Flags of ``tfmtnas-prepare``."""
+    flags.DEFINE_list("input", [], "CSV/TSV files or glob patterns (plain or .gz), each "
+                      "starting with the same header row.")
+    flags.DEFINE_string("output_dir", None, "The prepared dataset folder to create.")
+    flags.DEFINE_list("labels", [], "Label columns as name:kind, kind binary (default) or "
+                      "regression.")
+    flags.DEFINE_list("categorical", [], "Categorical columns (default: every column that is "
+                      "neither numeric nor a label).")
+    flags.DEFINE_list("numeric", [], "Numeric columns (a finite number in every row).")
+    flags.DEFINE_list("log_numeric", [], "Numeric columns normalised after log1p(max(x, 0)).")
+    flags.DEFINE_list("hash_columns", [], "Categorical columns to hash instead of counting a "
+                      "vocabulary, as name:bins.")
+    flags.DEFINE_string("key_column", None, "Column whose hash decides each row's split "
+                        "(default: the whole line).")
+    flags.DEFINE_float("validation_fraction", 0.1, "Share of keys in the validation split.",
+                       lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_float("test_fraction", 0.1, "Share of keys in the test split.",
+                       lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_list("min_count", ["2"], "Values seen fewer times in the training split go "
+                      "to the out-of-vocabulary id: n for every column and/or name:n per "
+                      "column.")
+    flags.DEFINE_list("max_vocabulary", [], "Keep at most this many values per vocabulary "
+                      "(the rarest go to out-of-vocabulary): n for every column and/or "
+                      "name:n per column. Default: no limit.")
+    flags.DEFINE_integer("inline_vocabulary_max", 10000, "Larger vocabularies go to "
+                         "vocabularies/<column>.txt instead of the spec.", lower_bound=0)
+    flags.DEFINE_integer("num_shards", 8, "Train shard files (validation and test get "
+                         "proportionally fewer, at least one).", lower_bound=1)
+    flags.DEFINE_enum("bad_rows", "error", ("error", "skip"), "A bad row fails with its file, "
+                      "line and column (error) or is skipped and counted (skip).")
+    flags.DEFINE_string("sep", None, "Field separator (default: tab for .tsv files, else "
+                        "comma); 'tab' or '\\t' for a tab.")
+    flags.DEFINE_integer("compression_level", 3, "Gzip level of the shards (1 fast .. 9 "
+                         "small).", lower_bound=0, upper_bound=9)
+    flags.DEFINE_float("progress_seconds", 5.0, "Seconds between progress lines.",
+                       lower_bound=0.0)
+    flags.DEFINE_bool("overwrite", False, "tfmtnas-prepare: replace an existing prepared "
+                      "folder; tfmtnas-export: replace --version.", allow_override=True)
+
+
+def _name_values(flag: str, items: list[str]) -> int | dict[str, int] | None:
+    """``["3", "user:5"]`` -> ``{"*": 3, "user": 5}``; ``["3"]`` -> 3; ``[]`` -> None."""
+    out: dict[str, int] = {}
+    for item in items:
+        name, _, value = item.rpartition(":")
+        if not value.isdigit():
+            raise ValueError(f"--{flag} wants n or name:n with n a non-negative integer, "
+                             f"got {item!r}.")
+        out[name or "*"] = int(value)
+    if set(out) == {"*"}:
+        return out["*"]
+    return out or None
+
+
+def prepare_options() -> dict:
+    """Keyword arguments of :func:`tfmtnas.data.prepare.prepare` from the flags."""
+    if not FLAGS.input:
+        raise ValueError("--input is required: the CSV/TSV files (or globs) to prepare.")
+    if not FLAGS.output_dir:
+        raise ValueError("--output_dir is required: the prepared folder to create.")
+    if not FLAGS.labels:
+        raise ValueError("--labels is required, e.g. --labels=click:binary,buy:binary.")
+    labels = {}
+    for item in FLAGS.labels:
+        name, _, kind = item.partition(":")
+        labels[name] = kind or "binary"
+    hashed = {}
+    for item in FLAGS.hash_columns:
+        name, _, bins = item.rpartition(":")
+        if not name or not bins.isdigit() or int(bins) < 1:
+            raise ValueError(f"--hash_columns wants name:bins with bins a positive integer, "
+                             f"got {item!r}.")
+        hashed[name] = int(bins)
+    sep = FLAGS.sep
+    if sep in ("tab", "\\t"):
+        sep = "\t"
+    min_count = _name_values("min_count", FLAGS.min_count)
+    return {
+        "inputs": FLAGS.input, "output_dir": FLAGS.output_dir, "labels": labels,
+        "categorical": FLAGS.categorical or None, "numeric": FLAGS.numeric,
+        "log_numeric": FLAGS.log_numeric, "hash_columns": hashed,
+        "key_column": FLAGS.key_column or None,
+        "validation_fraction": FLAGS.validation_fraction,
+        "test_fraction": FLAGS.test_fraction,
+        "min_count": 2 if min_count is None else min_count,
+        "max_vocabulary": _name_values("max_vocabulary", FLAGS.max_vocabulary),
+        "inline_vocabulary_max": FLAGS.inline_vocabulary_max, "num_shards": FLAGS.num_shards,
+        "bad_rows": FLAGS.bad_rows, "sep": sep, "compression_level": FLAGS.compression_level,
+        "overwrite": FLAGS.overwrite, "progress_seconds": FLAGS.progress_seconds,
+    }
