@@ -44,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmtnas import keras
+from tfmtnas.errors import DataError, MissingFileError, UserError
 
 TASK_KINDS = ("binary", "regression")
 
@@ -154,8 +155,8 @@ def _open_vocabulary(feature: CategoricalFeature):
             return tf.io.gfile.GFile(path, "rb")
         return open(path, "rb")  # noqa: SIM115 - the caller closes it
     except (OSError, tf.errors.NotFoundError):
-        raise FileNotFoundError(f"Categorical feature {feature.name!r}: vocabulary file "
-                                f"{path} not found.") from None
+        raise MissingFileError(f"Categorical feature {feature.name!r}: vocabulary file "
+                               f"{path} not found.") from None
 
 
 def _line_value(line: bytes) -> bytes:
@@ -207,14 +208,14 @@ def check_vocabulary_file(feature: CategoricalFeature) -> bool:
     try:
         stat = tf.io.gfile.stat(path)
     except tf.errors.NotFoundError:
-        raise FileNotFoundError(f"Categorical feature {feature.name!r}: vocabulary file "
-                                f"{path} not found.") from None
+        raise MissingFileError(f"Categorical feature {feature.name!r}: vocabulary file "
+                               f"{path} not found.") from None
     if stat.is_directory:
-        raise FileNotFoundError(f"Categorical feature {feature.name!r}: vocabulary file "
-                                f"{path} is a directory.")
+        raise MissingFileError(f"Categorical feature {feature.name!r}: vocabulary file "
+                               f"{path} is a directory.")
     lines, empty = _count_lines(path)
     if lines != feature.vocabulary_size:
-        raise ValueError(f"Categorical feature {feature.name!r}: vocabulary file {path} has "
+        raise DataError(f"Categorical feature {feature.name!r}: vocabulary file {path} has "
                          f"{lines} lines, but vocabulary_size is {feature.vocabulary_size}.")
     return empty
 
@@ -267,8 +268,8 @@ class TaskSpec:
 
     def __post_init__(self):
         if self.kind not in TASK_KINDS:
-            raise ValueError(f"Task {self.name!r}: kind must be one of {TASK_KINDS}, "
-                             f"got {self.kind!r}.")
+            raise UserError(f"Task {self.name!r}: kind must be one of {TASK_KINDS}, "
+                            f"got {self.kind!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,7 +285,7 @@ class FeatureSpec:
         names = [f.name for f in self.categorical] + [f.name for f in self.numeric]
         dupes = sorted(n for n, c in collections.Counter(names).items() if c > 1)
         if dupes:
-            raise ValueError(f"Feature names must be unique; repeated: {dupes}.")
+            raise UserError(f"Feature names must be unique; repeated: {dupes}.")
         if not names:
             raise ValueError("A FeatureSpec needs at least one feature.")
 
@@ -524,12 +525,12 @@ def _vocabulary_table(feature: CategoricalFeature,
     except tf.errors.OpError as err:
         repeated = _repeated_value(feature)
         if repeated is not None:
-            raise ValueError(f"Categorical feature {feature.name!r}: vocabulary file "
-                             f"{feature.vocabulary_file} repeats {repeated}; each value "
+            raise DataError(f"Categorical feature {feature.name!r}: vocabulary file "
+                            f"{feature.vocabulary_file} repeats {repeated}; each value "
                              f"must appear once.") from None
-        raise ValueError(f"Categorical feature {feature.name!r}: cannot read vocabulary "
-                         f"file {feature.vocabulary_file}: "
-                         f"{err.message.splitlines()[-1]}") from err
+        raise DataError(f"Categorical feature {feature.name!r}: cannot read vocabulary "
+                        f"file {feature.vocabulary_file}: "
+                        f"{err.message.splitlines()[-1]}") from err
 
 
 @keras.utils.register_keras_serializable(package="tfmtnas")

@@ -31,6 +31,7 @@ from tfmtnas.data.movielens import load_movielens
 from tfmtnas.data.sources import DataSource, num_rows, split_dataset
 from tfmtnas.data.stream import PreparedData, load_prepared
 from tfmtnas.data.synthetic import make_synthetic, synthetic_params
+from tfmtnas.errors import UserError
 
 
 def _census(data_dir, seed, **kwargs):
@@ -43,25 +44,25 @@ def _movielens(data_dir, seed, **kwargs):
 
 def _synthetic(data_dir, seed, **kwargs):
     if data_dir is not None:
-        raise ValueError(f"The synthetic dataset is generated, it takes no data_dir "
-                         f"(got {data_dir!r}).")
+        raise UserError(f"The synthetic dataset is generated, it takes no data_dir "
+                        f"(got {data_dir!r}).")
     return make_synthetic(seed=seed, **kwargs)
 
 
 def _csv(data_dir, seed, **kwargs):
     if data_dir is not None:
-        raise ValueError(f"The csv dataset takes train_path (and optionally test_path), "
-                         f"not data_dir (got {data_dir!r}).")
+        raise UserError(f"The csv dataset takes train_path (and optionally test_path), "
+                        f"not data_dir (got {data_dir!r}).")
     return load_csv_dataset(seed=seed, **kwargs)
 
 
 def _prepared(data_dir, seed, **kwargs):
     if data_dir is None:
-        raise ValueError("The prepared dataset needs data_dir: the folder tfmtnas-prepare "
-                         "wrote.")
+        raise UserError("The prepared dataset needs data_dir: the folder tfmtnas-prepare "
+                        "wrote.")
     if kwargs:
-        raise ValueError(f"The prepared dataset takes no options, got {sorted(kwargs)}: its "
-                         f"columns, tasks and splits were fixed by tfmtnas-prepare.")
+        raise UserError(f"The prepared dataset takes no options, got {sorted(kwargs)}: its "
+                        f"columns, tasks and splits were fixed by tfmtnas-prepare.")
     return load_prepared(data_dir)
 
 
@@ -99,7 +100,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, seed: int
     try:
         loader = _LOADERS[name]
     except KeyError:
-        raise ValueError(f"Unknown dataset {name!r}; valid names: {dataset_names()}.") from None
+        raise UserError(f"Unknown dataset {name!r}; valid names: {dataset_names()}.") from None
     return loader(data_dir, seed, **kwargs)
 
 

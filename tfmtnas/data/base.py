@@ -7,11 +7,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from tfmtnas.errors import DataError
 from tfmtnas.features import FeatureSpec, TaskSpec
 
-
-class DataError(ValueError):
-    """Bad input data: the message is one line naming the file, line or column at fault."""
+__all__ = ["DataError", "MultiTaskData", "Split"]
 
 
 @dataclasses.dataclass

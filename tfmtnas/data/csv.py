@@ -29,6 +29,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 import numpy as np
 
 from tfmtnas.data.base import DataError, MultiTaskData, Split
+from tfmtnas.errors import UserError
 from tfmtnas.features import FeatureSpec, TaskSpec
 
 _CHUNK_ROWS = 20_000
@@ -100,9 +101,9 @@ def read_csv_with_lines(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Like :func:`read_csv`, also returning the 1-based file line of every row (int64)."""
     if not sep:
-        raise ValueError("sep must be a non-empty string.")
+        raise UserError("sep must be a non-empty string.")
     if names is None and not header:
-        raise ValueError("Give names when the file has no header row.")
+        raise UserError("Give names when the file has no header row.")
     with _open_text(path) as f:
         rows = _rows(f, sep)
         if header:
@@ -192,12 +193,12 @@ def read_csv(
 
 def _as_tasks(label_columns: Mapping[str, str | TaskSpec]) -> tuple[TaskSpec, ...]:
     if not label_columns:
-        raise ValueError("label_columns must name at least one label column.")
+        raise UserError("label_columns must name at least one label column.")
     tasks = []
     for name, kind in label_columns.items():
         if isinstance(kind, TaskSpec):
             if kind.name != name:
-                raise ValueError(f"label_columns[{name!r}] is a TaskSpec named {kind.name!r}.")
+                raise UserError(f"label_columns[{name!r}] is a TaskSpec named {kind.name!r}.")
             tasks.append(kind)
         else:
             tasks.append(TaskSpec(name, kind))
@@ -209,7 +210,7 @@ def _header(path, sep: str, header: bool, names: Sequence[str] | None) -> list[s
     if names is not None:
         return [str(n) for n in names]
     if not header:
-        raise ValueError("Give names when the file has no header row.")
+        raise UserError("Give names when the file has no header row.")
     with _open_text(path) as f:
         first = next(_rows(f, sep), None)
     if first is None:
@@ -299,22 +300,22 @@ def load_csv_dataset(
         (16, 2, 2)
     """
     if label_columns is None:
-        raise ValueError("label_columns is required, e.g. {'click': 'binary'}.")
+        raise UserError("label_columns is required, e.g. {'click': 'binary'}.")
     tasks = _as_tasks(label_columns)
     for frac, what in ((validation_fraction, "validation_fraction"),
                        (test_fraction, "test_fraction")):
         if not 0 <= frac < 1:
-            raise ValueError(f"{what} must be in [0, 1), got {frac}.")
+            raise UserError(f"{what} must be in [0, 1), got {frac}.")
     if test_path is None and validation_fraction + test_fraction >= 1:
-        raise ValueError(f"validation_fraction + test_fraction must be < 1, got "
-                         f"{validation_fraction} + {test_fraction}.")
+        raise UserError(f"validation_fraction + test_fraction must be < 1, got "
+                        f"{validation_fraction} + {test_fraction}.")
     label_names = [t.name for t in tasks]
     overlap = sorted(set(label_names) & {*numeric, *(categorical or ())})
     if overlap:
-        raise ValueError(f"Columns {overlap} are labels and cannot also be features.")
+        raise UserError(f"Columns {overlap} are labels and cannot also be features.")
     unknown_log = sorted(set(log_numeric) - set(numeric))
     if unknown_log:
-        raise ValueError(f"log_numeric {unknown_log} must also be listed in numeric.")
+        raise UserError(f"log_numeric {unknown_log} must also be listed in numeric.")
 
     if categorical is None:
         columns = _header(train_path, sep, header, names)
@@ -322,10 +323,10 @@ def load_csv_dataset(
     categorical, numeric = list(categorical), list(numeric)
     not_categorical = sorted(set(hashed or {}) - set(categorical))
     if not_categorical:
-        raise ValueError(f"Hashed columns {not_categorical} are not categorical feature "
-                         f"columns ({categorical}).")
+        raise UserError(f"Hashed columns {not_categorical} are not categorical feature "
+                        f"columns ({categorical}).")
     if not categorical and not numeric:
-        raise ValueError("No feature columns: every column is a label.")
+        raise UserError("No feature columns: every column is a label.")
 
     def read(path):
         return _read_split(path, tasks, categorical, numeric, sep, header, names)

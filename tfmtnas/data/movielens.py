@@ -27,6 +27,7 @@ import numpy as np
 
 from tfmtnas.data.base import DataError, MultiTaskData, Split
 from tfmtnas.data.fetch import fetch_package_members
+from tfmtnas.errors import UserError
 from tfmtnas.features import FeatureSpec, TaskSpec
 
 # The 19 GroupLens genres, in the order of the u.item flags, and their feature names.
@@ -313,7 +314,7 @@ def time_split(timestamps: np.ndarray, test_fraction: float = 0.2,
     for name, value in (("test_fraction", test_fraction),
                         ("validation_fraction", validation_fraction)):
         if not 0 < value < 1:
-            raise ValueError(f"{name} must be in (0, 1), got {value}.")
+            raise UserError(f"{name} must be in (0, 1), got {value}.")
     order = np.argsort(np.asarray(timestamps), kind="stable")
     n = len(order)
     num_test = int(round(n * test_fraction))
@@ -321,9 +322,9 @@ def time_split(timestamps: np.ndarray, test_fraction: float = 0.2,
     num_validation = int(round(earlier * validation_fraction))
     num_train = earlier - num_validation
     if min(num_train, num_validation, num_test) < 1:
-        raise ValueError(f"{n} rows with test_fraction={test_fraction} and validation_fraction="
-                         f"{validation_fraction} leave an empty split (train {num_train}, "
-                         f"validation {num_validation}, test {num_test}).")
+        raise DataError(f"{n} rows with test_fraction={test_fraction} and validation_fraction="
+                        f"{validation_fraction} leave an empty split (train {num_train}, "
+                        f"validation {num_validation}, test {num_test}).")
     return order[:num_train], order[num_train:earlier], order[earlier:]
 
 

@@ -38,6 +38,7 @@ import dataclasses
 import numpy as np
 
 from tfmtnas.data.base import MultiTaskData, Split
+from tfmtnas.errors import UserError
 from tfmtnas.features import FeatureSpec, TaskSpec
 
 TASKS = (TaskSpec("y1", "regression"), TaskSpec("y2", "regression"))
@@ -70,18 +71,18 @@ class SyntheticParams:
 
 def _check(correlation, dim, num_sin, noise_std, sizes):
     if not -1.0 <= correlation <= 1.0:
-        raise ValueError(f"correlation must be in [-1, 1], got {correlation}.")
+        raise UserError(f"correlation must be in [-1, 1], got {correlation}.")
     if int(dim) != dim or dim < 2:
-        raise ValueError(f"dim must be an integer >= 2 (two orthogonal vectors), got {dim}.")
+        raise UserError(f"dim must be an integer >= 2 (two orthogonal vectors), got {dim}.")
     if int(num_sin) != num_sin or num_sin < 0:
-        raise ValueError(f"num_sin must be an integer >= 0, got {num_sin}.")
+        raise UserError(f"num_sin must be an integer >= 0, got {num_sin}.")
     if not noise_std >= 0:
-        raise ValueError(f"noise_std must be >= 0, got {noise_std}.")
+        raise UserError(f"noise_std must be >= 0, got {noise_std}.")
     for what, n in sizes.items():
         if int(n) != n or n < 0:
-            raise ValueError(f"{what} must be an integer >= 0, got {n}.")
+            raise UserError(f"{what} must be an integer >= 0, got {n}.")
     if sizes.get("num_train", 1) < 1:
-        raise ValueError("num_train must be >= 1.")
+        raise UserError("num_train must be >= 1.")
 
 
 def synthetic_params(

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from tfmtnas.errors import UserError
 from tfmtnas.features import FeatureSpec
 
 Rows = Sequence[Mapping[str, object]]
@@ -30,15 +31,15 @@ def rows_to_columns(rows: Rows) -> dict[str, list]:
     if not isinstance(rows, Sequence) or isinstance(rows, str | bytes):
         raise TypeError(f"Expected a list of row dicts, got {type(rows).__name__}.")
     if not rows:
-        raise ValueError("No rows given.")
+        raise UserError("No rows given.")
     keys = list(rows[0])
     cols: dict[str, list] = {k: [] for k in keys}
     for i, row in enumerate(rows):
         if set(row) != set(keys):
             missing = sorted(set(keys) - set(row))
             extra = sorted(set(row) - set(keys))
-            raise ValueError(f"Row {i} has different features than row 0: missing {missing}, "
-                             f"extra {extra}.")
+            raise UserError(f"Row {i} has different features than row 0: missing {missing}, "
+                            f"extra {extra}.")
         for k in keys:
             cols[k].append(row[k])
     return cols
@@ -56,7 +57,7 @@ def to_columns(data: Rows | Columns, spec: FeatureSpec | None = None) -> dict[st
     if spec is not None:
         missing = [n for n in spec.names if n not in cols]
         if missing:
-            raise ValueError(f"Missing features {missing}; the model takes {spec.names}.")
+            raise UserError(f"Missing features {missing}; the model takes {spec.names}.")
         kinds = {f.name: "categorical" for f in spec.categorical}
         kinds.update({f.name: "numeric" for f in spec.numeric})
     else:
@@ -67,8 +68,8 @@ def to_columns(data: Rows | Columns, spec: FeatureSpec | None = None) -> dict[st
         values = raw.astype(object) if raw.dtype.kind in "US" else np.asarray(cols[name],
                                                                                dtype=object)
         if values.ndim != 1:
-            raise ValueError(f"Feature {name!r}: expected one value per example (a flat "
-                             f"list), got shape {values.shape}.")
+            raise UserError(f"Feature {name!r}: expected one value per example (a flat "
+                            f"list), got shape {values.shape}.")
         if kind == "categorical":
             if raw.dtype.kind == "U":
                 out[name] = values
@@ -78,11 +79,11 @@ def to_columns(data: Rows | Columns, spec: FeatureSpec | None = None) -> dict[st
             try:
                 out[name] = values.astype(np.float32)
             except (TypeError, ValueError):
-                raise ValueError(f"Feature {name!r} is numeric; got non-numeric values "
-                                 f"{values[:3].tolist()}.") from None
+                raise UserError(f"Feature {name!r} is numeric; got non-numeric values "
+                                f"{values[:3].tolist()}.") from None
     lengths = {n: len(v) for n, v in out.items()}
     if len(set(lengths.values())) > 1:
-        raise ValueError(f"Features have different numbers of values: {lengths}.")
+        raise UserError(f"Features have different numbers of values: {lengths}.")
     return out
 
 
@@ -92,5 +93,5 @@ def _guess_kind(name: str, values) -> str:
         return "categorical"
     if all(isinstance(v, int | float | np.number) and not isinstance(v, bool) for v in values):
         return "numeric"
-    raise ValueError(f"Feature {name!r}: cannot tell whether it is categorical or numeric "
-                     f"from its values; pass the model's feature spec.")
+    raise UserError(f"Feature {name!r}: cannot tell whether it is categorical or numeric "
+                    f"from its values; pass the model's feature spec.")

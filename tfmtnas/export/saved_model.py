@@ -33,6 +33,7 @@ from pathlib import Path
 import tensorflow as tf
 
 import tfmtnas
+from tfmtnas.errors import MissingFileError
 from tfmtnas.export import versions
 from tfmtnas.export.signatures import (
     EXAMPLES_SIGNATURE,
@@ -103,11 +104,11 @@ def read_metadata(saved_model_dir: str | os.PathLike) -> ExportMetadata:
         if path.is_dir() and versions.existing_versions(path):
             hint = (f" It holds versions {versions.existing_versions(path)}: pass one of "
                     f"those folders.")
-        raise FileNotFoundError(f"No SavedModel in {path} (saved_model.pb is missing).{hint}")
+        raise MissingFileError(f"No SavedModel in {path} (saved_model.pb is missing).{hint}")
     meta = path / METADATA_FILE
     if not meta.is_file():
-        raise FileNotFoundError(f"{path} is a SavedModel but not a tfmtnas export "
-                                f"({METADATA_FILE} is missing).")
+        raise MissingFileError(f"{path} is a SavedModel but not a tfmtnas export "
+                               f"({METADATA_FILE} is missing).")
     metadata = ExportMetadata.from_dict(json.loads(meta.read_text()))
     return dataclasses.replace(metadata, spec=metadata.spec.resolved(path))
 

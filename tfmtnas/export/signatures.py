@@ -36,6 +36,7 @@ from collections.abc import Mapping
 import tensorflow as tf
 
 from tfmtnas import keras
+from tfmtnas.errors import UserError
 from tfmtnas.features import FeaturePreprocessor, FeatureSpec, TaskSpec
 
 SERVING_SIGNATURE = "serving_default"
@@ -55,7 +56,7 @@ def check_exportable_names(spec: FeatureSpec) -> None:
     """
     bad = [n for n in spec.names if not _INPUT_NAME.match(n)]
     if bad:
-        raise ValueError(
+        raise UserError(
             f"Feature names {bad} cannot be serving input names: use letters, digits and "
             f"'_', starting with a letter (TensorFlow would rename them).")
 

@@ -14,21 +14,24 @@ import shutil
 import uuid
 from pathlib import Path
 
+from tfmtnas.errors import UserError
+
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
-class VersionExistsError(FileExistsError, ValueError):
+class VersionExistsError(FileExistsError, UserError):
     """The requested version is already published and overwriting was not asked for.
 
-    Also a ``ValueError``: for the binaries it is bad input, reported in one line.
+    A :class:`~tfmtnas.errors.UserError` (and so a ``ValueError``): for the binaries it is
+    bad input, reported in one line.
     """
 
 
 def check_model_name(name: str) -> str:
     """A model name is one folder name: letters, digits, ``.``, ``_``, ``-``."""
     if not isinstance(name, str) or not _MODEL_NAME.match(name):
-        raise ValueError(f"Invalid model name {name!r}: use letters, digits, '.', '_' and "
-                         f"'-', starting with a letter or digit.")
+        raise UserError(f"Invalid model name {name!r}: use letters, digits, '.', '_' and "
+                        f"'-', starting with a letter or digit.")
     return name
 
 
@@ -40,10 +43,10 @@ def check_version(version) -> int:
         except ValueError:
             as_int = None
         if as_int is None or str(as_int) != str(version).strip():
-            raise ValueError(f"A version must be an integer >= 0, got {version!r}.")
+            raise UserError(f"A version must be an integer >= 0, got {version!r}.")
         version = as_int
     if version < 0 or version >= 2**63:
-        raise ValueError(f"A version must be an integer >= 0, got {version}.")
+        raise UserError(f"A version must be an integer >= 0, got {version}.")
     return int(version)
 
 

@@ -1,4 +1,8 @@
-"""What every binary's ``main`` shares: quiet logging and one-line errors for bad input."""
+"""What every binary's ``main`` shares: quiet logging and one-line errors for bad input.
+
+Only :class:`~tfmtnas.errors.UserError` (bad flags, data, model dirs) becomes a one-line
+message with exit status 2. Any other exception is a bug and keeps its traceback (exit 1).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,16 @@ from collections.abc import Callable
 
 from absl import flags, logging
 
-from tfmtnas.data.base import DataError
+from tfmtnas.errors import UserError
 
-USER_ERRORS = (DataError, ValueError, KeyError, FileNotFoundError, NotADirectoryError)
+USER_ERRORS = (UserError,)
 
 
 def binary_main(program: str) -> Callable:
     """Decorate a binary's ``main``: a user error prints ``program: error: ...`` and exits 2.
+
+    A :class:`~tfmtnas.errors.UserError` prints its one line; anything else propagates, so
+    ``app.run`` prints the traceback and exits 1.
 
     Logging is at WARNING unless ``--verbosity`` is given: TensorFlow's INFO lines about
     checkpoint sharding and SavedModel tracing would otherwise bury the progress and results.
@@ -28,7 +35,7 @@ def binary_main(program: str) -> Callable:
             try:
                 return main(argv)
             except USER_ERRORS as err:
-                message = err.args[0] if isinstance(err, KeyError) and err.args else err
+                message = " ".join(str(err).split("\n"))
                 print(f"{program}: error: {message}", file=sys.stderr)
                 sys.exit(2)
 

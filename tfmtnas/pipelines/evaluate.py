@@ -17,6 +17,7 @@ from pathlib import Path
 
 from absl import app, flags
 
+from tfmtnas.errors import MissingFileError, UserError
 from tfmtnas.pipelines import flags as pipeline_flags
 from tfmtnas.pipelines.errors import binary_main
 
@@ -37,8 +38,8 @@ def resolve_dataset(record: dict) -> dict:
         specific = sorted(n for n in FLAGS if n.startswith(f"{record['dataset']}_")
                           and _explicit(n))
         if specific:
-            raise ValueError(f"--{specific[0]} needs --dataset={record['dataset']} as well "
-                             f"(without --dataset the recorded dataset options are used).")
+            raise UserError(f"--{specific[0]} needs --dataset={record['dataset']} as well "
+                            f"(without --dataset the recorded dataset options are used).")
         resolved = {"name": record["dataset"],
                     "data_dir": FLAGS.data_dir if _explicit("data_dir")
                     else record.get("data_dir"),
@@ -56,14 +57,14 @@ def resolve_dataset(record: dict) -> dict:
 def load_source():
     """``(label, predict function, spec, tasks, training record)`` from the flags."""
     if bool(FLAGS.saved_model) == bool(FLAGS.model_dir):
-        raise ValueError("Give exactly one of --saved_model (an exported version folder) and "
-                         "--model_dir (a trained model dir).")
+        raise UserError("Give exactly one of --saved_model (an exported version folder) and "
+                        "--model_dir (a trained model dir).")
     if FLAGS.saved_model:
         from tfmtnas.export import SavedModelPredictor
 
         path = Path(FLAGS.saved_model)
         if not path.exists():
-            raise FileNotFoundError(f"--saved_model {path} does not exist.")
+            raise MissingFileError(f"--saved_model {path} does not exist.")
         predictor = SavedModelPredictor(path)
         record = predictor.metadata.extra.get("train_config") or {}
         return str(path), predictor.predict, predictor.spec, predictor.tasks, record

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from absl import app, flags
 
+from tfmtnas.errors import MissingFileError, UserError
 from tfmtnas.pipelines import flags as pipeline_flags
 from tfmtnas.pipelines.errors import binary_main
 
@@ -26,17 +27,17 @@ FLAGS = pipeline_flags.FLAGS
 def resolve_model_dir(model_dir: str | None) -> Path:
     """The folder holding ``model.json``: ``model_dir`` itself or a search dir's ``child/``."""
     if not model_dir:
-        raise ValueError("--model_dir is required: the folder tfmtnas-train (or "
-                         "tfmtnas-search) wrote.")
+        raise UserError("--model_dir is required: the folder tfmtnas-train (or "
+                        "tfmtnas-search) wrote.")
     path = Path(model_dir)
     if not path.is_dir():
-        raise FileNotFoundError(f"--model_dir {path} does not exist.")
+        raise MissingFileError(f"--model_dir {path} does not exist.")
     if (path / "model.json").is_file():
         return path
     if (path / "child" / "model.json").is_file():
         return path / "child"
-    raise FileNotFoundError(f"No trained model in {path}: model.json is missing (expected the "
-                            f"folder tfmtnas-train wrote, or a search dir with child/).")
+    raise MissingFileError(f"No trained model in {path}: model.json is missing (expected the "
+                           f"folder tfmtnas-train wrote, or a search dir with child/).")
 
 
 def training_record(model_dir: Path) -> dict:

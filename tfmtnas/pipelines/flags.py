@@ -10,6 +10,7 @@ import functools
 
 from absl import flags
 
+from tfmtnas.errors import UserError
 from tfmtnas.models import OPTIMIZERS, SHARING_KINDS
 
 DATASETS = ("census", "movielens", "synthetic", "csv", "prepared")
@@ -106,8 +107,8 @@ def dataset_options() -> dict:
         for item in FLAGS.csv_hash:
             name, _, bins = item.partition(":")
             if not bins.isdigit() or int(bins) < 1:
-                raise ValueError(f"--csv_hash wants name:bins with bins a positive integer, "
-                                 f"got {item!r}.")
+                raise UserError(f"--csv_hash wants name:bins with bins a positive integer, "
+                                f"got {item!r}.")
             hashed[name] = int(bins)
         return {"train_path": FLAGS.csv_train, "test_path": FLAGS.csv_test,
                 "label_columns": labels, "categorical": FLAGS.csv_categorical or None,
@@ -166,8 +167,8 @@ def search_config():
         options["entropy_weight"] = FLAGS.entropy_weight
     if FLAGS.cost_weight:
         if FLAGS.method == "mtlnas":
-            raise ValueError("--cost_weight applies to --method=gumbel or mtnas, not mtlnas "
-                             "(whose sharing edges add cost rather than save it).")
+            raise UserError("--cost_weight applies to --method=gumbel or mtnas, not mtlnas "
+                            "(whose sharing edges add cost rather than save it).")
         options["cost_weight"] = FLAGS.cost_weight
     return SearchConfig(
         dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, dataset_options=dataset_options(),
@@ -269,8 +270,8 @@ def _name_values(flag: str, items: list[str]) -> int | dict[str, int] | None:
     for item in items:
         name, _, value = item.rpartition(":")
         if not value.isdigit():
-            raise ValueError(f"--{flag} wants n or name:n with n a non-negative integer, "
-                             f"got {item!r}.")
+            raise UserError(f"--{flag} wants n or name:n with n a non-negative integer, "
+                            f"got {item!r}.")
         out[name or "*"] = int(value)
     if set(out) == {"*"}:
         return out["*"]
@@ -280,11 +281,11 @@ def _name_values(flag: str, items: list[str]) -> int | dict[str, int] | None:
 def prepare_options() -> dict:
     """Keyword arguments of :func:`tfmtnas.data.prepare.prepare` from the flags."""
     if not FLAGS.input:
-        raise ValueError("--input is required: the CSV/TSV files (or globs) to prepare.")
+        raise UserError("--input is required: the CSV/TSV files (or globs) to prepare.")
     if not FLAGS.output_dir:
-        raise ValueError("--output_dir is required: the prepared folder to create.")
+        raise UserError("--output_dir is required: the prepared folder to create.")
     if not FLAGS.labels:
-        raise ValueError("--labels is required, e.g. --labels=click:binary,buy:binary.")
+        raise UserError("--labels is required, e.g. --labels=click:binary,buy:binary.")
     labels = {}
     for item in FLAGS.labels:
         name, _, kind = item.partition(":")
@@ -293,8 +294,8 @@ def prepare_options() -> dict:
     for item in FLAGS.hash_columns:
         name, _, bins = item.rpartition(":")
         if not name or not bins.isdigit() or int(bins) < 1:
-            raise ValueError(f"--hash_columns wants name:bins with bins a positive integer, "
-                             f"got {item!r}.")
+            raise UserError(f"--hash_columns wants name:bins with bins a positive integer, "
+                            f"got {item!r}.")
         hashed[name] = int(bins)
     sep = FLAGS.sep
     if sep in ("tab", "\\t"):

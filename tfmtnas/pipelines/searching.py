@@ -23,6 +23,7 @@ import tensorflow as tf
 from tfmtnas import keras
 from tfmtnas.data import DataError, DataSource, load_dataset, num_rows, split_dataset
 from tfmtnas.data.sources import search_pairs
+from tfmtnas.errors import UserError
 from tfmtnas.models import make_optimizer
 from tfmtnas.pipelines.training import (
     TrainConfig,
@@ -149,10 +150,10 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
                verbose: int | None = None) -> SearchResult:
     """Search ``cfg.method`` on ``cfg.dataset``, derive the child, evaluate both."""
     if cfg.child not in CHILD_MODES:
-        raise ValueError(f"child must be one of {CHILD_MODES}, got {cfg.child!r}.")
+        raise UserError(f"child must be one of {CHILD_MODES}, got {cfg.child!r}.")
     if cfg.arch_optimizer not in ARCH_OPTIMIZERS:
-        raise ValueError(f"arch_optimizer must be one of {tuple(ARCH_OPTIMIZERS)}, got "
-                         f"{cfg.arch_optimizer!r}.")
+        raise UserError(f"arch_optimizer must be one of {tuple(ARCH_OPTIMIZERS)}, got "
+                        f"{cfg.arch_optimizer!r}.")
     keras.utils.set_random_seed(cfg.seed)
     if data is None:
         data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed,

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tfmtnas import keras
 from tfmtnas.data import DataSource, load_dataset, split_dataset
+from tfmtnas.errors import MissingFileError
 from tfmtnas.features import FeatureSpec
 from tfmtnas.models import MultiTaskModel, make_optimizer
 
@@ -140,7 +141,7 @@ def load_model(model_dir: str | Path) -> MultiTaskModel:
     model_dir = Path(model_dir)
     cfg_path = model_dir / "model.json"
     if not cfg_path.exists():
-        raise FileNotFoundError(f"No trained model in {model_dir}: {cfg_path.name} is missing.")
+        raise MissingFileError(f"No trained model in {model_dir}: {cfg_path.name} is missing.")
     config = json.loads(cfg_path.read_text())
     config["spec"] = FeatureSpec.from_dict(config["spec"]).resolved(model_dir)
     model = MultiTaskModel.from_config(config)
