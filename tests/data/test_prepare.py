@@ -406,4 +406,9 @@ def test_binary_end_to_end_and_its_one_line_errors(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
         f"tfmtnas-prepare: error: {bad}:{BAD_MESSAGES[0]}")
+    done = _run_binary(f"--input={src}", f"--output_dir={tmp_path / 'x'}",
+                       "--labels=click:oops")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "tfmtnas-prepare: error: Task 'click': kind must be one of")
     assert time.perf_counter() - started < 60

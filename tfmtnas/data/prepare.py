@@ -91,6 +91,7 @@ from absl import logging
 
 from tfmtnas.data import layout
 from tfmtnas.data.base import DataError, MultiTaskData
+from tfmtnas.errors import MissingFileError, UserError
 from tfmtnas.features import CategoricalFeature, FeatureSpec, NumericFeature, TaskSpec
 
 BAD_ROW_POLICIES = ("error", "skip")
@@ -308,11 +309,11 @@ def _expand_inputs(inputs: str | os.PathLike | Sequence[str | os.PathLike]) -> l
         if glob.has_magic(item):
             found = sorted(p for p in glob.glob(item) if os.path.isfile(p))
             if not found:
-                raise DataError(f"{item}: no file matches this pattern.")
+                raise MissingFileError(f"{item}: no file matches this pattern.")
         elif os.path.isdir(item):
             raise DataError(f"{item}: is a directory, not a file.")
         elif not os.path.isfile(item):
-            raise DataError(f"{item}: does not exist.")
+            raise MissingFileError(f"{item}: does not exist.")
         else:
             found = [item]
         files += [p for p in found if p not in files]
@@ -922,12 +923,12 @@ def _per_column(value: int | Mapping[str, int] | None, names: Sequence[str], wha
         default = value.pop("*", default)
         unknown = sorted(set(value) - set(names))
         if unknown:
-            raise ValueError(f"{what} names {unknown}, which are not vocabulary columns "
+            raise UserError(f"{what} names {unknown}, which are not vocabulary columns "
                              f"{list(names)}.")
         out = {n: (int(value[n]) if n in value else default) for n in names}
     bad = {n: v for n, v in out.items() if v is not None and v < minimum}
     if bad:
-        raise ValueError(f"{what} must be >= {minimum}, got {bad}.")
+        raise UserError(f"{what} must be >= {minimum}, got {bad}.")
     return out
 
 
@@ -946,22 +947,22 @@ def _columns(names: list[str], path: str, tasks: Sequence[TaskSpec],
             raise DataError(f"{path}: no {kind} column(s) {absent}; columns are {names}.")
     overlap = sorted(set(label_names) & {*numeric, *categorical})
     if overlap:
-        raise ValueError(f"Columns {overlap} are labels and cannot also be features.")
+        raise UserError(f"Columns {overlap} are labels and cannot also be features.")
     both = sorted(set(numeric) & set(categorical))
     if both:
-        raise ValueError(f"Columns {both} are both numeric and categorical.")
+        raise UserError(f"Columns {both} are both numeric and categorical.")
     if not categorical and not numeric:
-        raise ValueError("No feature columns: every column is a label.")
+        raise UserError("No feature columns: every column is a label.")
     unknown_log = sorted(set(log_numeric) - set(numeric))
     if unknown_log:
-        raise ValueError(f"log_numeric {unknown_log} must also be numeric columns.")
+        raise UserError(f"log_numeric {unknown_log} must also be numeric columns.")
     unknown_hash = sorted(set(hashed) - set(categorical))
     if unknown_hash:
-        raise ValueError(f"hash_columns {unknown_hash} must be categorical columns "
+        raise UserError(f"hash_columns {unknown_hash} must be categorical columns "
                          f"{list(categorical)}.")
     bad_bins = {c: b for c, b in hashed.items() if int(b) < 1}
     if bad_bins:
-        raise ValueError(f"hash_columns bins must be >= 1, got {bad_bins}.")
+        raise UserError(f"hash_columns bins must be >= 1, got {bad_bins}.")
     index = {n: i for i, n in enumerate(names)}
     return _Columns(
         names=names, categorical=[index[c] for c in categorical],
@@ -1044,7 +1045,7 @@ def prepare(
     Raises:
         DataError: unreadable or missing file, missing column, a bad row (with
             ``bad_rows="error"``), no data rows, an existing output folder.
-        ValueError: inconsistent options.
+        UserError: inconsistent options (a ``ValueError`` too).
 
     Example:
         >>> prepare("clicks/*.csv.gz", "clicks_prepared", {"click": "binary", "buy": "binary"},
@@ -1054,29 +1055,32 @@ def prepare(
     from tfmtnas.data.csv import _as_tasks
 
     started = time.perf_counter()
-    tasks = _as_tasks(labels)
+    try:
+        tasks = _as_tasks(labels)
+    except ValueError as err:  # an unknown task kind
+        raise err if isinstance(err, UserError) else UserError(str(err)) from None
     for frac, what in ((validation_fraction, "validation_fraction"),
                        (test_fraction, "test_fraction")):
         if not 0 <= frac < 1:
-            raise ValueError(f"{what} must be in [0, 1), got {frac}.")
+            raise UserError(f"{what} must be in [0, 1), got {frac}.")
     if validation_fraction + test_fraction >= 1:
-        raise ValueError(f"validation_fraction + test_fraction must be < 1, got "
+        raise UserError(f"validation_fraction + test_fraction must be < 1, got "
                          f"{validation_fraction} + {test_fraction}.")
     if bad_rows not in BAD_ROW_POLICIES:
-        raise ValueError(f"bad_rows must be one of {BAD_ROW_POLICIES}, got {bad_rows!r}.")
+        raise UserError(f"bad_rows must be one of {BAD_ROW_POLICIES}, got {bad_rows!r}.")
     if num_shards < 1:
-        raise ValueError(f"num_shards must be >= 1, got {num_shards}.")
+        raise UserError(f"num_shards must be >= 1, got {num_shards}.")
     if not 0 <= compression_level <= 9:
-        raise ValueError(f"compression_level must be in 0..9, got {compression_level}.")
+        raise UserError(f"compression_level must be in 0..9, got {compression_level}.")
     if inline_vocabulary_max < 0:
-        raise ValueError(f"inline_vocabulary_max must be >= 0, got {inline_vocabulary_max}.")
+        raise UserError(f"inline_vocabulary_max must be >= 0, got {inline_vocabulary_max}.")
     if chunk_bytes < 1 or workers < 1:
-        raise ValueError(f"chunk_bytes and workers must be >= 1, got {chunk_bytes}, "
+        raise UserError(f"chunk_bytes and workers must be >= 1, got {chunk_bytes}, "
                          f"{workers}.")
     files = _expand_inputs(inputs)
     sep = _default_sep(files) if sep is None else sep
     if not sep or "\n" in sep or '"' in sep:
-        raise ValueError(f"sep must be a non-empty string without newline or quote, "
+        raise UserError(f"sep must be a non-empty string without newline or quote, "
                          f"got {sep!r}.")
     sizes = [os.path.getsize(f) for f in files]
     hashed = dict(hash_columns or {})
