@@ -125,7 +125,8 @@ def test_text_in_numeric_column(tmp_path):
     _write(tmp_path / "census-income.data", 3, extra=bad + "\n")
     _write(tmp_path / "census-income.test", 2)
     with pytest.raises(DataError,
-                       match=r"census-income\.data:4: column 'age' expects a number, got 'twenty'"):
+                       match=r"census-income\.data:4: field 1 \(column 'age'\) expects a number, "
+                             r"got 'twenty'"):
         load_census(tmp_path)
 
 
@@ -148,3 +149,34 @@ def test_real_census_via_fetch():
         assert 0.058 < split.labels["income"].mean() < 0.066
     assert len(data.spec.categorical) == 32 and len(data.spec.numeric) == 7
     assert {f.name: len(f.vocabulary) for f in data.spec.categorical}["year"] == 2
+
+
+@pytest.mark.parametrize("value, what", [("inf", "is not a finite number"),
+                                         ("nan", "is not a finite number"),
+                                         ("1e39", "is too large for float32")])
+def test_non_finite_number_names_file_line_and_field(tmp_path, value, what):
+    bad = _row(0).replace("20, ", f"{value}, ", 1)
+    _write(tmp_path / "census-income.data", 3, extra=bad + "\n")
+    _write(tmp_path / "census-income.test", 2)
+    with pytest.raises(DataError) as err:
+        load_census(tmp_path)
+    assert str(err.value).startswith(
+        f"{tmp_path / 'census-income.data'}:4: field 1 (column 'age'): '{value}' {what}; ")
+
+
+def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path):
+    path = tmp_path / "census-income.data"
+    _write(path, 3)
+    path.write_bytes(path.read_bytes() + _row(9).replace("Not in universe", "Not in univ\xe9rse", 1).encode("latin-1")
+                     + b"\n")
+    _write(tmp_path / "census-income.test", 2)
+    with pytest.raises(DataError, match=r"census-income\.data:4: byte 0xe9 at column \d+ is "
+                                        r"not UTF-8 text"):
+        load_census(tmp_path)
+
+
+def test_empty_file_is_one_line(tmp_path):
+    (tmp_path / "census-income.data").write_text("")
+    _write(tmp_path / "census-income.test", 2)
+    with pytest.raises(DataError, match=r"census-income\.data: no rows; expected the UCI "):
+        load_census(tmp_path)

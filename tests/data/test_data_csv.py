@@ -78,12 +78,13 @@ def test_text_in_numeric_column_names_file_line_and_column(tmp_path):
     path = _write(tmp_path, "user,price\n" + rows + "u,abc\n")
     with pytest.raises(DataError) as e:
         read_csv(path, numeric=["price"])
-    assert str(e.value) == f"{path}:30002: column 'price' expects a number, got 'abc'"
+    assert str(e.value) == f"{path}:30002: field 2 (column 'price') expects a number, got 'abc'"
 
 
 def test_empty_numeric_cell_is_an_error_unless_allowed(tmp_path):
     path = _write(tmp_path, "a,y\n1,\n2,1\n")
-    with pytest.raises(DataError, match=r"data\.csv:2: column 'y' expects a number, got ''"):
+    with pytest.raises(DataError, match=r"data\.csv:2: field 2 \(column 'y'\) expects a "
+                                          r"number, got ''"):
         read_csv(path, numeric=["a", "y"])
     cols = read_csv(path, numeric=["a", "y"], allow_missing=["y"])
     assert np.isnan(cols["y"][0]) and cols["y"][1] == 1.0
@@ -189,7 +190,8 @@ def test_binary_label_must_be_zero_or_one(tmp_path):
 
 def test_text_label_names_file_line_and_column(tmp_path):
     path = _write(tmp_path, "a,y\nx,1\nx,yes\n")
-    with pytest.raises(DataError, match=r"data\.csv:3: column 'y' expects a number, got 'yes'"):
+    with pytest.raises(DataError, match=r"data\.csv:3: field 2 \(column 'y'\) expects a "
+                                          r"number, got 'yes'"):
         load_csv_dataset(path, label_columns={"y": "binary"})
 
 
@@ -206,3 +208,120 @@ def test_load_csv_dataset_argument_checks(tmp_path):
         load_csv_dataset(path, label_columns={"click": "binary"}, numeric=["click"])
     with pytest.raises(DataError, match="does not exist"):
         load_csv_dataset(tmp_path / "missing.csv", label_columns={"click": "binary"})
+
+
+def _bad_log(n_rows, bad_rows, bad="inf", column="x"):
+    """A CSV with a categorical, numeric x and z, a label; ``bad`` in ``column`` of rows."""
+    lines = ["c,x,z,y"]
+    for i in range(n_rows):
+        x = bad if (column == "x" and i in bad_rows) else f"{i % 7}"
+        y = bad if (column == "y" and i in bad_rows) else f"{i % 2}"
+        lines.append(f"c{i % 3},{x},{i % 5},{y}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("bad, what", [("inf", "is not a finite number"),
+                                       ("-Infinity", "is not a finite number"),
+                                       ("nan", "is not a finite number"),
+                                       ("NaN", "is not a finite number"),
+                                       ("1e39", "is too large for float32")])
+def test_non_finite_feature_is_an_error_naming_file_line_and_field(tmp_path, bad, what):
+    path = _write(tmp_path, _bad_log(20, {4}, bad))
+    with pytest.raises(DataError) as err:
+        load_csv_dataset(path, label_columns={"y": "binary"}, numeric=["x", "z"])
+    assert str(err.value) == (
+        f"{path}:6: field 2 (column 'x'): '{bad}' {what}; fix the value, or pass "
+        f"nonfinite='impute' (--csv_nonfinite=impute) to use the training mean for empty and "
+        f"non-finite numeric cells.")
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "1e39"])
+def test_non_finite_label_is_always_an_error(tmp_path, bad):
+    path = _write(tmp_path, _bad_log(20, {2}, bad, column="y"))
+    for policy in ("error", "impute"):
+        with pytest.raises(DataError, match=rf"data\.csv:4: field 4 \(column 'y'\): '{bad}' "
+                                            rf"is .*; leave the cell empty to mark a missing"):
+            load_csv_dataset(path, label_columns={"y": "regression"}, numeric=["x", "z"],
+                             nonfinite=policy)
+
+
+def test_impute_uses_the_training_mean_and_logs_the_counts(tmp_path, caplog):
+    text = _bad_log(40, {3, 10, 25}, "inf").replace("\nc1,1,", "\nc1,,", 1)  # one empty cell too
+    path = _write(tmp_path, text)
+    with caplog.at_level("WARNING"):
+        data = load_csv_dataset(path, label_columns={"y": "binary"}, numeric=["x", "z"],
+                                nonfinite="impute", validation_fraction=0.25,
+                                test_fraction=0.25)
+    raw = read_csv(path, numeric=["x", "z"], missing_numeric=["x"])
+    bad = np.isnan(raw["x"])
+    assert bad.sum() == 4
+    train_x = data.train.features["x"]
+    # The training mean of the finite training cells, for every split's missing cells.
+    order = np.random.default_rng(0).permutation(40)
+    train_rows = np.sort(order[20:])
+    finite_train = raw["x"][train_rows][~bad[train_rows]]
+    fill = finite_train.mean()
+    np.testing.assert_allclose(train_x, np.where(bad[train_rows], fill, raw["x"][train_rows]))
+    for name, split in (("validation", np.sort(order[10:20])), ("test", np.sort(order[:10]))):
+        got = data.splits()[name].features["x"]
+        np.testing.assert_allclose(got, np.where(bad[split], fill, raw["x"][split]))
+    assert all(np.isfinite(s.features["x"]).all() for s in data.splits().values())
+    # An imputed cell normalises to exactly 0, as a NaN input does at serving time.
+    assert data.spec.numeric[0].mean == pytest.approx(fill, rel=1e-12)
+    counts = {k: int(bad[idx].sum()) for k, idx in (("train", train_rows),
+                                                     ("validation", np.sort(order[10:20])),
+                                                     ("test", np.sort(order[:10])))}
+    expected = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+    assert f"column 'x': {expected} empty or non-finite cells imputed with the training " \
+           f"mean {fill:.6g}." in caplog.text
+
+
+def test_impute_of_a_log_feature_keeps_it_at_the_mean(tmp_path):
+    path = _write(tmp_path, _bad_log(30, {1, 2}, "nan"))
+    data = load_csv_dataset(path, label_columns={"y": "binary"}, numeric=["x", "z"],
+                            log_numeric=["x"], nonfinite="impute", validation_fraction=0,
+                            test_fraction=0)
+    x = data.train.features["x"]
+    f = np.log1p(np.maximum(x, 0))
+    assert f[1] == pytest.approx(data.spec.numeric[0].mean, rel=1e-9)
+    finite = np.delete(np.log1p(np.arange(30) % 7), [1, 2])
+    assert data.spec.numeric[0].mean == pytest.approx(finite.mean(), rel=1e-9)
+
+
+def test_unknown_nonfinite_policy(tmp_path):
+    path = _write(tmp_path, _bad_log(5, set()))
+    with pytest.raises(ValueError, match="nonfinite must be one of"):
+        load_csv_dataset(path, label_columns={"y": "binary"}, nonfinite="drop")
+
+
+def test_bytes_that_are_not_utf8_name_file_line_and_column(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_bytes(b"c,x,y\nred,1,0\nbl\xe9u,2,1\n")
+    with pytest.raises(DataError) as err:
+        read_csv(path, numeric=["x"])
+    assert str(err.value) == (f"{path}:3: byte 0xe9 at column 3 is not UTF-8 text (invalid "
+                              f"continuation byte); save the file as UTF-8.")
+    gz = tmp_path / "data.csv.gz"
+    gz.write_bytes(gzip.compress(b"c,x,y\n" + b"red,1,0\n" * 5000 + b"\xff,1,0\n"))
+    with pytest.raises(DataError, match=r"data\.csv\.gz:5002: byte 0xff at column 1 "):
+        read_csv(gz, numeric=["x"])
+
+
+@pytest.mark.parametrize("text, line", [
+    ('c,x,y\nred,1,0\n"blue"x,2,1\n', 3),     # text after a closing quote
+    ('c,x,y\nred,1,0\n"blue,2,1\nred,3,0\n', 3),  # a quote never closed
+])
+def test_malformed_quoting_names_file_and_line(tmp_path, text, line):
+    path = _write(tmp_path, text)
+    with pytest.raises(DataError, match=rf"data\.csv:{line}: malformed quoting or field "):
+        read_csv(path, numeric=["x"])
+
+
+def test_empty_file_and_header_without_rows_are_one_line(tmp_path):
+    empty = _write(tmp_path, "", name="empty.csv")
+    with pytest.raises(DataError, match=r"^.*empty\.csv: empty file, expected a header row\.$"):
+        load_csv_dataset(empty, label_columns={"y": "binary"})
+    header = _write(tmp_path, "c,x,y\n\n", name="header.csv")
+    with pytest.raises(DataError) as err:
+        load_csv_dataset(header, label_columns={"y": "binary"}, numeric=["x"])
+    assert str(err.value) == f"{header}: no data rows after the header."

@@ -160,14 +160,15 @@ def test_missing_dir_and_files(tmp_path, grouplens_dir):
 
 @pytest.mark.parametrize("file,text,message", [
     ("u.data", "1\t10\t5\n", r"u\.data:1: expected 4 fields"),
-    ("u.data", "1\t10\tfive\t100\n", r"u\.data:1: column 'rating' expects a number, got 'five'"),
+    ("u.data", "1\t10\tfive\t100\n", r"u\.data:1: column 'rating' expects a finite "
+               r"number, got 'five'"),
     ("u.data", "1\t10\t7\t100\n", r"u\.data:1: column 'rating' expects 1 to 5 stars"),
     ("u.data", "1\t10\t5\t100\n9\t10\t5\t200\n", r"u\.data:2: user id '9' is not in u\.user"),
     ("u.data", "1\t99\t5\t100\n", r"u\.data:1: item id '99' is not in u\.item"),
     ("u.data", "\n", r"u\.data: no ratings"),
     ("u.user", "1|24|M|technician|85711\n1|30|F|other|10001\n", r"u\.user:2: user id '1' "
                                                                  r"appears twice"),
-    ("u.user", "1|old|M|technician|85711\n", r"u\.user:1: column 'age' expects a number"),
+    ("u.user", "1|old|M|technician|85711\n", r"u\.user:1: column 'age' expects a finite number"),
 ])
 def test_malformed_files(grouplens_dir, file, text, message):
     (grouplens_dir / file).write_text(text)
@@ -222,3 +223,23 @@ def test_real_movielens_via_fetch():
     vocab = {f.name: len(f.vocabulary) for f in data.spec.categorical}
     assert vocab["gender"] == 2 and vocab["occupation"] == 21
     assert vocab["user_id"] < 943  # later users are unseen in train: out of vocabulary
+
+
+def test_recbole_bytes_that_are_not_utf8_name_file_line_and_column(tmp_path):
+    root = _write_recbole(tmp_path / "rb")
+    user = root / "ml-100k.user"
+    lines = user.read_bytes().split(b"\n")
+    lines[2] = lines[2].replace(b"\t", b"\t\xff", 1)
+    user.write_bytes(b"\n".join(lines))
+    col = lines[2].index(b"\xff") + 1
+    with pytest.raises(DataError, match=rf"ml-100k\.user:3: byte 0xff at column {col} is not "
+                                        rf"utf-8 text"):
+        load_movielens(root)
+
+
+@pytest.mark.parametrize("age", ["inf", "nan", "1e39"])
+def test_non_finite_numbers_are_refused(grouplens_dir, age):
+    (grouplens_dir / "u.user").write_text(f"1|{age}|M|technician|85711\n")
+    with pytest.raises(DataError, match=rf"u\.user:1: column 'age' expects a finite number, "
+                                        rf"got '{age}'"):
+        load_movielens(grouplens_dir)

@@ -82,3 +82,26 @@ def test_unknown_model_kind_and_bad_flag_value():
     done = run_module("tfmtnas.pipelines.train", "--expert_units=64,abc")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "--expert_units must be a comma-separated list of positive integers" in done.stderr
+
+
+def test_non_finite_cells_error_by_default_and_impute_on_request(tiny_csv, tmp_path):
+    lines = tiny_csv.read_text().splitlines()
+    for i, bad in ((5, "inf"), (9, "nan"), (12, "")):
+        parts = lines[i].split(",")
+        parts[1] = bad
+        lines[i] = ",".join(parts)
+    bad = tmp_path / "nonfinite.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    done = run_module("tfmtnas.pipelines.train", *CSV_FLAGS, f"--csv_train={bad}",
+                      "--epochs=1")
+    assert done.returncode == 2
+    _error(done, "nonfinite.csv:6: field 2 (column 'x'): 'inf' is not a finite number",
+           "--csv_nonfinite=impute")
+    out = tmp_path / "run"
+    done = run_module("tfmtnas.pipelines.train", *CSV_FLAGS, f"--csv_train={bad}",
+                      "--csv_nonfinite=impute", "--epochs=1", "--batch_size=64",
+                      "--expert_units=4", "--tower_units=4", f"--model_dir={out}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "empty or non-finite cells imputed with the training mean" in done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert all(v == v for split in ("validation", "test") for v in metrics[split].values())

@@ -133,10 +133,17 @@ def read_census_file(path: str | os.PathLike) -> Split:
     """One raw census file -> a :class:`Split` with every feature and both task labels.
 
     Raises:
-        DataError: wrong field count, text in a numeric column, or an unknown income label.
+        DataError: an empty file, bytes that are not UTF-8, a wrong field count, text or a
+            non-finite number in a numeric column (file, line and field), or an unknown
+            income label.
     """
-    cols, lines = read_csv_with_lines(path, names=COLUMNS, numeric=(*NUMERIC, "instance_weight"),
-                                      sep=", ", header=False)
+    cols, lines = read_csv_with_lines(
+        path, names=COLUMNS, numeric=(*NUMERIC, "instance_weight"), sep=", ", header=False,
+        nonfinite_hint="the census files hold finite numbers only: this copy is damaged, "
+                       "fix the cell or fetch the file again.")
+    if not len(lines):
+        raise DataError(f"{path}: no rows; expected the UCI census-income file (42 fields "
+                        f"separated by ', ' per line).")
     raw = cols[LABEL]
     income = raw == INCOME_POSITIVE
     bad = ~income & (raw != INCOME_NEGATIVE)

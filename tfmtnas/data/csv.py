@@ -59,35 +59,93 @@ def _open_text(path: str | os.PathLike) -> io.TextIOBase:
     return open(path, encoding="utf-8-sig", newline="")
 
 
-def _rows(f: io.TextIOBase, sep: str) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) per non-blank line; quoted fields when ``sep`` is one character."""
-    if len(sep) == 1:
-        reader = _csv.reader(f, delimiter=sep)
-        for row in reader:
-            if row and row != [""]:
-                yield reader.line_num, row
-    else:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if line:
-                yield lineno, line.split(sep)
+def _decode_error(path) -> DataError:
+    """The first line of ``path`` that is not UTF-8, as a :class:`DataError`."""
+    path = os.fspath(path)
+    with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                bad = raw[err.start:err.start + 1].hex()
+                return DataError(f"{path}:{lineno}: byte 0x{bad} at column {err.start + 1} is "
+                                 f"not UTF-8 text ({err.reason}); save the file as UTF-8.")
+    return DataError(f"{path}: not UTF-8 text; save the file as UTF-8.")  # pragma: no cover
 
 
-def _to_float(path, values: Sequence[str], lines: Sequence[int], name: str,
-              allow_missing: bool) -> np.ndarray:
+def _rows(f: io.TextIOBase, sep: str, path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) per non-blank line; quoted fields when ``sep`` is one character.
+
+    Bytes that are not UTF-8 and malformed quoting raise a :class:`DataError` naming the line.
+    """
     try:
-        if allow_missing:
+        if len(sep) == 1:
+            reader = _csv.reader(f, delimiter=sep, strict=True)
+            start = 1
+            try:
+                for row in reader:
+                    if row and row != [""]:
+                        yield reader.line_num, row
+                    start = reader.line_num + 1
+            except _csv.Error as err:
+                raise DataError(f"{path}:{start}: malformed quoting or field ({err}); close "
+                                f"every quoted field and put the separator right after its "
+                                f"closing quote.") from None
+        else:
+            for lineno, line in enumerate(f, 1):
+                line = line.rstrip("\r\n")
+                if line:
+                    yield lineno, line.split(sep)
+    except UnicodeDecodeError:
+        raise _decode_error(path) from None
+
+
+# Finite float64 values beyond this overflow to inf when the model casts them to float32.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _to_float(path, values: Sequence[str], lines: Sequence[int], name: str, field: int,
+              allow_missing: bool, as_missing: bool, hint: str) -> np.ndarray:
+    """One column of numbers; a bad cell raises a :class:`DataError` with file, line, field.
+
+    ``allow_missing``: an empty cell reads as NaN. ``as_missing``: an empty or non-finite cell
+    reads as NaN (the caller imputes it). Otherwise a non-finite number is an error. The
+    first bad cell in file order is reported.
+    """
+
+    def fail(i: int, number: float | None):
+        where = f"{path}:{lines[i]}: field {field} (column {name!r})"
+        text = values[i].strip()
+        if number is None:
+            tail = f"; {hint}" if not text else ""
+            return DataError(f"{where} expects a number, got {text!r}{tail}")
+        what = "is not a finite number" if not np.isfinite(number) else "is too large for float32"
+        return DataError(f"{where}: {text!r} {what}; {hint}")
+
+    blank = np.zeros(len(values), bool)
+    if allow_missing or as_missing:
+        blank = np.fromiter((not v.strip() for v in values), bool, len(values))
+        if blank.any():
             values = [v if v.strip() else "nan" for v in values]
-        return np.array(values, dtype=np.float64)
-    except ValueError:
-        pass
-    for value, line in zip(values, lines, strict=True):  # Slow path: find the first bad cell.
-        try:
-            float(value)
-        except ValueError:
-            raise DataError(f"{path}:{line}: column {name!r} expects a number, "
-                            f"got {value.strip()!r}") from None
-    raise AssertionError("unreachable: some value failed to parse")  # pragma: no cover
+    try:
+        x = np.array(values, dtype=np.float64)
+    except ValueError:  # Slow path: find the first cell that is not a (finite) number.
+        for i, value in enumerate(values):
+            try:
+                number = float(value)
+            except ValueError:
+                raise fail(i, None) from None
+            if not (abs(number) <= _FLOAT32_MAX or blank[i] or as_missing):
+                raise fail(i, number) from None
+        raise AssertionError("unreachable: some value failed to parse") from None
+    bad = ~(np.abs(x) <= _FLOAT32_MAX) & ~blank  # NaN, +-inf, numbers float32 cannot hold
+    if bad.any():
+        if as_missing:
+            x[bad] = np.nan
+            return x
+        i = int(np.argmax(bad))
+        raise fail(i, float(x[i]))
+    return x
 
 
 def read_csv_with_lines(
@@ -98,6 +156,8 @@ def read_csv_with_lines(
     header: bool = True,
     strip: bool = True,
     allow_missing: Collection[str] = (),
+    missing_numeric: Collection[str] = (),
+    nonfinite_hint: str = "replace it with a finite number.",
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Like :func:`read_csv`, also returning the 1-based file line of every row (int64)."""
     if not sep:
@@ -105,7 +165,7 @@ def read_csv_with_lines(
     if names is None and not header:
         raise UserError("Give names when the file has no header row.")
     with _open_text(path) as f:
-        rows = _rows(f, sep)
+        rows = _rows(f, sep, path)
         if header:
             first = next(rows, None)
             if first is None:
@@ -116,11 +176,11 @@ def read_csv_with_lines(
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise DataError(f"{path}: repeated column names {dupes}.")
-        unknown = [n for n in [*numeric, *allow_missing] if n not in names]
+        unknown = [n for n in [*numeric, *allow_missing, *missing_numeric] if n not in names]
         if unknown:
             raise DataError(f"{path}: no column(s) {unknown}; columns are {names}.")
         numeric_idx = {names.index(n) for n in numeric}
-        missing_ok = set(allow_missing)
+        missing_ok, as_missing = set(allow_missing), set(missing_numeric)
         ncols = len(names)
         memos = [_Strip(strip) for _ in names]
         parts: list[list] = [[] for _ in names]
@@ -137,8 +197,11 @@ def read_csv_with_lines(
             columns = zip(*(row for _, row in chunk), strict=True)
             for j, values in enumerate(columns):
                 if j in numeric_idx:
-                    parts[j].append(_to_float(path, values, lines, names[j],
-                                              names[j] in missing_ok))
+                    hint = ("leave the cell empty to mark a missing value."
+                            if names[j] in missing_ok else nonfinite_hint)
+                    parts[j].append(_to_float(path, values, lines, names[j], j + 1,
+                                              names[j] in missing_ok, names[j] in as_missing,
+                                              hint))
                 else:
                     parts[j].extend(map(memos[j].__getitem__, values))
     out = {}
@@ -162,6 +225,7 @@ def read_csv(
     header: bool = True,
     strip: bool = True,
     allow_missing: Collection[str] = (),
+    missing_numeric: Collection[str] = (),
 ) -> dict[str, np.ndarray]:
     """Read a delimited text file (plain, or gzipped if the name ends in ``.gz``) by column.
 
@@ -179,16 +243,21 @@ def read_csv(
         strip: strip surrounding whitespace from string cells. Default True.
         allow_missing: numeric columns in which an empty cell reads as NaN (elsewhere an
             empty numeric cell is an error).
+        missing_numeric: numeric columns in which an empty cell and a non-finite number
+            (``nan``, ``inf``, or beyond float32's range) read as NaN, for the caller to
+            impute. Elsewhere a non-finite number is an error.
 
     Returns:
         Column name -> array, in file order: float64 for numeric columns, else an ``object``
         array of ``str``.
 
     Raises:
-        DataError: missing file, wrong field count (``file:line``), or text in a numeric
-            column (``file:line`` and the column).
+        DataError: missing file, bytes that are not UTF-8 or malformed quoting
+            (``file:line``), wrong field count (``file:line``), or text or a non-finite
+            number in a numeric column (``file:line``, the field number and the column).
     """
-    return read_csv_with_lines(path, names, numeric, sep, header, strip, allow_missing)[0]
+    return read_csv_with_lines(path, names, numeric, sep, header, strip, allow_missing,
+                               missing_numeric)[0]
 
 
 def _as_tasks(label_columns: Mapping[str, str | TaskSpec]) -> tuple[TaskSpec, ...]:
@@ -212,13 +281,18 @@ def _header(path, sep: str, header: bool, names: Sequence[str] | None) -> list[s
     if not header:
         raise UserError("Give names when the file has no header row.")
     with _open_text(path) as f:
-        first = next(_rows(f, sep), None)
+        first = next(_rows(f, sep, path), None)
     if first is None:
         raise DataError(f"{path}: empty file, expected a header row.")
     return [n.strip() for n in first[1]]
 
 
-def _read_split(path, tasks, categorical, numeric, sep, header, names) -> Split:
+NONFINITE_POLICIES = ("error", "impute")
+_IMPUTE_HINT = ("fix the value, or pass nonfinite='impute' (--csv_nonfinite=impute) to use the "
+                "training mean for empty and non-finite numeric cells.")
+
+
+def _read_split(path, tasks, categorical, numeric, sep, header, names, nonfinite) -> Split:
     columns = _header(path, sep, header, names)
     for kind, wanted in (("label", [t.name for t in tasks]), ("numeric", numeric),
                          ("categorical", categorical)):
@@ -226,8 +300,12 @@ def _read_split(path, tasks, categorical, numeric, sep, header, names) -> Split:
         if absent:
             raise DataError(f"{path}: no {kind} column(s) {absent}; columns are {columns}.")
     label_names = [t.name for t in tasks]
-    cols, lines = read_csv_with_lines(path, names=names, numeric=[*label_names, *numeric],
-                                      sep=sep, header=header, allow_missing=label_names)
+    cols, lines = read_csv_with_lines(
+        path, names=names, numeric=[*label_names, *numeric], sep=sep, header=header,
+        allow_missing=label_names, missing_numeric=numeric if nonfinite == "impute" else (),
+        nonfinite_hint=_IMPUTE_HINT)
+    if not len(lines):
+        raise DataError(f"{path}: no data rows{' after the header' if header else ''}.")
     labels = {}
     for task in tasks:
         y = cols[task.name]
@@ -239,6 +317,57 @@ def _read_split(path, tasks, categorical, numeric, sep, header, names) -> Split:
                                 f"expects 0, 1 or empty, got {y[i]:g}")
         labels[task.name] = y.astype(np.float32)
     return Split({c: cols[c] for c in [*categorical, *numeric]}, labels)
+
+
+def impute_training_mean(splits: Mapping[str, Split], numeric: Sequence[str],
+                         log_numeric: Collection[str] = (), source: str = "") -> dict:
+    """Replace NaN numeric cells of every split by the training split's mean, in place.
+
+    The mean is taken over the finite training values after the feature's transform
+    (``log1p(max(x, 0))`` for ``log_numeric``), and the raw value stored is the one whose
+    transform equals it, so an imputed cell normalises to exactly 0: what the serving
+    signatures give a NaN, infinite or missing numeric input. Each imputed column is logged
+    with its counts per split.
+
+    Args:
+        splits: ``{"train": ..., "validation": ..., "test": ...}``; ``"train"`` is required.
+        numeric: the numeric columns to impute.
+        log_numeric: the subset normalised after ``log1p``.
+        source: file name for the log lines and errors.
+
+    Returns:
+        ``{column: {split: cells imputed}}`` for the columns with any.
+
+    Raises:
+        DataError: a column has no finite value in the training split.
+
+    Example:
+        >>> train = Split({"x": np.array([1.0, np.nan, 3.0])}, {})
+        >>> impute_training_mean({"train": train}, ["x"]), train.features["x"].tolist()
+        ({'x': {'train': 1}}, [1.0, 2.0, 3.0])
+    """
+    from absl import logging
+
+    counts = {}
+    for name in numeric:
+        missing = {k: np.isnan(s.features[name]) for k, s in splits.items()}
+        if not any(m.any() for m in missing.values()):
+            continue
+        x = splits["train"].features[name][~missing["train"]]
+        if not len(x):
+            raise DataError(f"{source}: column {name!r} has no finite value in the training "
+                            f"split; there is no mean to impute.")
+        if name in log_numeric:
+            fill = float(np.expm1(np.mean(np.log1p(np.maximum(x, 0.0)))))
+        else:
+            fill = float(np.mean(x))
+        for key, split in splits.items():
+            split.features[name][missing[key]] = fill
+        counts[name] = {k: int(m.sum()) for k, m in missing.items() if m.any()}
+        logging.warning("%s: column %r: %s empty or non-finite cells imputed with the "
+                        "training mean %.6g.", source, name,
+                        ", ".join(f"{n} {k}" for k, n in counts[name].items()), fill)
+    return counts
 
 
 def load_csv_dataset(
@@ -258,12 +387,19 @@ def load_csv_dataset(
     test_fraction: float = 0.1,
     seed: int = 0,
     name: str = "csv",
+    nonfinite: str = "error",
 ) -> MultiTaskData:
     """A multi-task dataset from your own delimited file(s).
 
     Labels are read as float32; an empty label cell is NaN, a missing label that training
-    masks out of that task's loss. Binary labels must be 0 or 1. The feature spec is fitted
-    on the training split only.
+    masks out of that task's loss. Binary labels must be 0 or 1; ``nan``, ``inf`` or a number
+    beyond float32's range in a label is an error naming file, line and field. The feature
+    spec is fitted on the training split only.
+
+    Numeric feature cells must be finite numbers by default (``nonfinite="error"``): an
+    empty cell, ``nan``, ``inf`` or a number float32 cannot hold is an error naming file,
+    line and field. With ``nonfinite="impute"`` such cells are missing values, replaced by
+    the training mean (see :func:`impute_training_mean`; counts are logged per column).
 
     With only ``train_path``, its rows are shuffled by ``seed`` and cut into train,
     validation (``validation_fraction``) and test (``test_fraction``). With ``test_path``
@@ -289,6 +425,8 @@ def load_csv_dataset(
         test_fraction: share held out for test when there is no test file. 0.1.
         seed: seed of the random split. Default 0.
         name: dataset name. Default ``"csv"``.
+        nonfinite: ``"error"`` (default) or ``"impute"``: what an empty or non-finite
+            numeric feature cell does.
 
     Example:
         >>> import pathlib, tempfile
@@ -302,6 +440,8 @@ def load_csv_dataset(
     if label_columns is None:
         raise UserError("label_columns is required, e.g. {'click': 'binary'}.")
     tasks = _as_tasks(label_columns)
+    if nonfinite not in NONFINITE_POLICIES:
+        raise UserError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}.")
     for frac, what in ((validation_fraction, "validation_fraction"),
                        (test_fraction, "test_fraction")):
         if not 0 <= frac < 1:
@@ -329,7 +469,7 @@ def load_csv_dataset(
         raise UserError("No feature columns: every column is a label.")
 
     def read(path):
-        return _read_split(path, tasks, categorical, numeric, sep, header, names)
+        return _read_split(path, tasks, categorical, numeric, sep, header, names, nonfinite)
 
     full = read(train_path)
     rng = np.random.default_rng(seed)
@@ -346,6 +486,9 @@ def load_csv_dataset(
         train = full.take(np.sort(order[n_val:]))
     if len(train) == 0:
         raise DataError(f"{train_path}: no training rows left after the split.")
+    if nonfinite == "impute":
+        impute_training_mean({"train": train, "validation": validation, "test": test},
+                             numeric, log_numeric, source=os.fspath(train_path))
     spec = FeatureSpec.fit(train.features, categorical=categorical, numeric=numeric,
                            log_numeric=log_numeric, hashed=hashed, min_count=min_count,
                            max_vocabulary=max_vocabulary)

@@ -63,6 +63,7 @@ FILE_NAMES = {
 _GROUPLENS_ITEM_FIELDS = 5 + len(GENRES)  # id, title, release date, video date, url, flags
 _YEAR_IN_TITLE = re.compile(r"\((\d{4})\)")
 _YEAR_AT_END = re.compile(r"(\d{4})\s*$")
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def movielens_files(data_dir: str | os.PathLike | None = None) -> dict[str, pathlib.Path]:
@@ -104,11 +105,15 @@ def _is_recbole(path: pathlib.Path) -> bool:
 def _read_rows(path: pathlib.Path, sep: str, encoding: str, num_fields: int | None = None
                ) -> tuple[list[list[str]], list[int]]:
     """Non-blank lines of a text file split on ``sep``, and their 1-based line numbers."""
+    raw = path.read_bytes()
     try:
-        text = path.read_text(encoding=encoding)
+        text = raw.decode(encoding)
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid {encoding} text ({e.reason} at byte {e.start}).") \
-            from None
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(f"{path}:{line}: byte 0x{raw[e.start:e.start + 1].hex()} at column "
+                        f"{column} is not {encoding} text ({e.reason}); save the file as "
+                        f"{encoding}.") from None
     rows, lines = [], []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -148,11 +153,11 @@ def _numbers(path, lines, values, column: str, dtype) -> np.ndarray:
     for i, value in enumerate(values):
         try:
             out[i] = dtype(value.strip())
-            if not np.isfinite(out[i]):
+            if not abs(out[i]) <= _FLOAT32_MAX:  # NaN, inf, or inf once cast to float32
                 raise ValueError(value)
         except ValueError:
-            raise DataError(f"{path}:{lines[i]}: column {column!r} expects a number, got "
-                            f"{value!r}.") from None
+            raise DataError(f"{path}:{lines[i]}: column {column!r} expects a finite number, "
+                            f"got {value!r}.") from None
     return out
 
 

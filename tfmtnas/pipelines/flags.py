@@ -59,6 +59,10 @@ def define_data_flags() -> None:
     flags.DEFINE_integer("csv_min_count", 1, "Categorical values seen fewer times in the "
                          "training split go to the out-of-vocabulary id (dataset=csv).",
                          lower_bound=1)
+    flags.DEFINE_enum("csv_nonfinite", "error", ("error", "impute"),
+                      "Empty, nan, inf or float32-overflowing numeric feature cells "
+                      "(dataset=csv): error names file, line and field; impute uses the "
+                      "training mean and logs the counts per column.")
     flags.DEFINE_integer("csv_max_vocabulary", None, "Keep at most this many most frequent "
                          "values per categorical column (dataset=csv).", lower_bound=1)
 
@@ -113,7 +117,8 @@ def dataset_options() -> dict:
         return {"train_path": FLAGS.csv_train, "test_path": FLAGS.csv_test,
                 "label_columns": labels, "categorical": FLAGS.csv_categorical or None,
                 "numeric": FLAGS.csv_numeric, "hashed": hashed,
-                "min_count": FLAGS.csv_min_count, "max_vocabulary": FLAGS.csv_max_vocabulary}
+                "min_count": FLAGS.csv_min_count, "max_vocabulary": FLAGS.csv_max_vocabulary,
+                "nonfinite": FLAGS.csv_nonfinite}
     return {}
 
 
