@@ -46,6 +46,33 @@ beside the output, ``manifest.json`` is written last and the folder is renamed i
 so a killed prepare never leaves a folder that looks complete (the next run removes its
 leftovers). Two runs on the same input with the same options write byte-identical shards.
 
+``manifest.json``::
+
+    {"format": 1,
+     "inputs": [{"path": "logs/a.csv.gz", "bytes": 123456}, ...],
+     "options": {"labels": {"click": "binary"}, "categorical": [...], "numeric": [...],
+                 "log_numeric": [...], "hash_columns": {"query": 1000000},
+                 "key_column": "user", "validation_fraction": 0.1, "test_fraction": 0.1,
+                 "min_count": {"user": 2, ...}, "max_vocabulary": {"user": null, ...},
+                 "inline_vocabulary_max": 10000,
+                 "num_shards": {"train": 8, "validation": 1, "test": 1},
+                 "bad_rows": "error", "sep": ",", "compression_level": 3},
+     "rows": 2000000,                      # data rows read, skipped ones included
+     "skipped_rows": 0, "skipped": ["a.csv:17: column 'price' expects a number, got 'x'"],
+     "splits": {"train": {"rows": 1600000, "shards": [
+                    {"path": "train/part-00000-of-00008.tfrecord.gz", "rows": 200000,
+                     "bytes": 8123456, "sha256": "..."}, ...]},
+                "validation": {...}, "test": {...}},
+     "columns": {"user": {"kind": "vocabulary", "distinct": 176639, "kept": 59696,
+                          "min_count": 2, "max_vocabulary": null, "oov_rows": 150000,
+                          "oov_share": 0.09, "vocabulary_file": "vocabularies/user.txt"},
+                 "query": {"kind": "hashed", "bins": 1000000, "occupied_bins": 412345},
+                 "price": {"kind": "numeric", "mean": 2.1, "std": 1.2, "log": true,
+                           "min": 0.0, "max": 9000.0}},
+     "labels": {"train": {"click": {"rows_with_label": 1600000, "positives": 160000},
+                          "watch": {"rows_with_label": 1500000, "mean": 31.5}}, ...},
+     "seconds": 10.3, "rows_per_second": 194684.0}
+
 How it is fast: blocks of a few MB are parsed, checked and serialized by TensorFlow string
 ops on two worker threads (``decode_csv``, ``regex_full_match``, ``to_number``, the
 ``tf.Example`` wire format assembled with ``strings.join`` from per-length header tables);
