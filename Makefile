@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench bench-census bench-movielens bench-synthetic bench-synthetic-disjoint bench-oracle bench-search bench-serving lint clean
+.PHONY: install demo test test-slow bench bench-census bench-movielens bench-synthetic bench-synthetic-disjoint bench-oracle bench-search bench-serving bench-vocab bench-click-log lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,15 @@ bench-search: install
 
 bench-serving: install
 	$(PY) benchmarks/serving.py --search=mtnas
+
+# Embedding-update cost in vocabulary size: wide shapes at 10^3, 10^5, 10^6 ids per feature.
+bench-vocab: install
+	$(PY) benchmarks/throughput.py --vocab_scan=1000,100000,1000000
+
+# Click-log scale: generate, prepare and train on a 2 M-row log (ROWS=20000000 for the big run).
+ROWS ?= 2000000
+bench-click-log: install
+	$(PY) benchmarks/click_log.py --rows=$(ROWS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

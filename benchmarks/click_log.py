@@ -13,11 +13,19 @@ The script then runs the phases in one process and prints what each measured:
 
 - ``generate``: writes the CSV unless ``--out`` already exists;
 - ``prepare``: :func:`tfmtnas.data.prepare.prepare` into ``--prepare_dir`` (rows/s);
-- (room for a training phase on the prepared folder);
+- ``train``: ``tfmtnas-train``'s library function on the prepared folder (``--dataset=prepared``):
+  MMoE, ``--train_epochs`` epochs streamed from the shards, then validation and test
+  evaluation; prints training examples/s;
+- ``--compare_in_memory``: the same model, spec and training rows once streamed and once
+  from memory (the rows read into NumPy columns, looked up once and cached, as the
+  in-memory datasets are), each timed as the median of ``--compare_epochs`` epochs after a
+  warm-up epoch, in this one process; prints both examples/s and their ratio. Kept out of
+  the memory measurement (it holds the training split in memory on purpose);
 
 then the peak RSS of the process (``ru_maxrss``) and the command that produced them.
 
-Run: ``python benchmarks/click_log.py --rows=2000000`` (1M user ids, 200k item ids).
+Run: ``python benchmarks/click_log.py --rows=2000000`` (1M user ids, 200k item ids);
+``make bench-click-log ROWS=20000000`` for the 20 M-row run.
 """
 
 from __future__ import annotations
@@ -139,6 +147,60 @@ def prepare_phase(args) -> dict:
     return manifest
 
 
+def train_phase(args) -> float:
+    """Train MMoE on the prepared folder as ``tfmtnas-train --dataset=prepared`` does."""
+    from tfmtnas.data import load_prepared
+    from tfmtnas.pipelines.training import TrainConfig, train_and_evaluate
+
+    data = load_prepared(args.prepare_dir)
+    cfg = TrainConfig(dataset="prepared", data_dir=args.prepare_dir, model="mmoe",
+                      epochs=args.train_epochs, batch_size=args.batch_size,
+                      model_dir=args.model_dir)
+    result = train_and_evaluate(cfg, data=data, verbose=2)
+    rate = args.train_epochs * data.num_rows("train") / result.seconds
+    print(f"train: MMoE, {args.train_epochs} epoch(s) of {data.num_rows('train'):,} rows "
+          f"streamed in {result.seconds:.1f} s = {rate:,.0f} examples/s (tracing included); "
+          f"test {result.test_metrics}", flush=True)
+    return rate
+
+
+def compare_phase(args) -> float:
+    """Streamed vs in-memory examples/s of one model on the same rows, in this process."""
+    import statistics
+
+    from timing import epoch_times  # benchmarks/ is on sys.path when a script runs
+
+    from tfmtnas import keras
+    from tfmtnas.data import MultiTaskData, Split, load_prepared, split_dataset
+    from tfmtnas.pipelines.training import TrainConfig, build_model
+
+    data = load_prepared(args.prepare_dir)
+    features: dict[str, list] = {n: [] for n in data.spec.names}
+    labels: dict[str, list] = {t.name: [] for t in data.tasks}
+    for feats, labs in data.raw_batches("train", 65536):
+        for k in features:
+            features[k].append(feats[k])
+        for k in labels:
+            labels[k].append(labs[k])
+    train = Split({k: np.concatenate(v) for k, v in features.items()},
+                  {k: np.concatenate(v) for k, v in labels.items()})
+    memory = MultiTaskData("in-memory", train, train.take(slice(0, 0)),
+                           train.take(slice(0, 0)), data.spec, data.tasks)
+    cfg = TrainConfig(model="mmoe", batch_size=args.batch_size)
+    rates = {}
+    for name, source in (("streamed", data), ("in-memory", memory)):
+        keras.utils.set_random_seed(0)
+        ds = split_dataset(source, "train", cfg.batch_size, shuffle=True, seed=0)
+        seconds = statistics.median(epoch_times(build_model(source, cfg), ds,
+                                                args.compare_epochs))
+        rates[name] = len(train) / seconds
+        print(f"compare: {name:9s} {rates[name]:,.0f} examples/s (median of "
+              f"{args.compare_epochs} epochs after a warm-up)", flush=True)
+    ratio = rates["streamed"] / rates["in-memory"]
+    print(f"compare: streamed / in-memory = {ratio:.2f}", flush=True)
+    return ratio
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
@@ -152,6 +214,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_shards", type=int, default=8)
     parser.add_argument("--compression_level", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--train_epochs", type=int, default=1,
+                        help="training epochs on the prepared folder (0: no training)")
+    parser.add_argument("--batch_size", type=int, default=1024)
+    parser.add_argument("--model_dir", default=None, help="where the trained model goes")
+    parser.add_argument("--compare_in_memory", action="store_true",
+                        help="also time streamed against in-memory training (holds the "
+                             "training split in memory)")
+    parser.add_argument("--compare_epochs", type=int, default=2)
+    parser.add_argument("--skip_prepare", action="store_true",
+                        help="reuse an existing --prepare_dir")
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = os.path.join(tempfile.gettempdir(), "tfmtnas-click-log",
@@ -160,8 +232,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.prepare_dir is None:
         args.prepare_dir = args.out + ".prepared"
     print("command:", " ".join(["python", *sys.argv]), flush=True)
-    generate(args)
-    prepare_phase(args)
+    if not args.skip_prepare:
+        generate(args)
+        prepare_phase(args)
+    print(f"peak RSS after prepare: {_peak_rss_mb():,.0f} MB", flush=True)
+    if args.train_epochs > 0:
+        train_phase(args)
+        print(f"peak RSS after training: {_peak_rss_mb():,.0f} MB", flush=True)
+    if args.compare_in_memory:
+        compare_phase(args)
     print(f"peak RSS: {_peak_rss_mb():,.0f} MB", flush=True)
 
 
