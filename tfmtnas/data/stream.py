@@ -3,7 +3,7 @@
 :func:`load_prepared` opens a directory laid out as :mod:`tfmtnas.data.layout` says and
 returns a :class:`PreparedData`. Its :meth:`PreparedData.dataset` reads a split as a
 ``tf.data`` pipeline that never holds the split in memory: shard files read interleaved,
-a bounded shuffle buffer, batches parsed and looked up in parallel (``parse_example`` then
+a bounded shuffle buffer of serialized records, batches parsed and looked up in parallel (``parse_example`` then
 :class:`~tfmtnas.features.FeaturePreprocessor`), prefetch. Under ``tf.distribute`` each
 worker reads its own files (or, with fewer files than workers, every n-th record) through
 the ``InputContext``.
@@ -142,11 +142,12 @@ def _records(files: list[str], shuffle: bool, seed: int | None,
         names = names.shard(pipelines, input_context.input_pipeline_id)
     if shuffle:
         names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    # A sequential interleave: a parallel one hands every record between threads, which
+    # measured 171k against 257k records/s here (decompression is cheap; the hand-off isn't).
     ds = names.interleave(
         lambda f: tf.data.TFRecordDataset(f, compression_type=layout.COMPRESSION,
                                           buffer_size=1 << 20),
-        cycle_length=min(len(files), 4), block_length=16,
-        num_parallel_calls=min(len(files), 4), deterministic=True)
+        cycle_length=min(len(files), 4), block_length=16)
     if pipelines > 1 and not by_file:
         ds = ds.shard(pipelines, input_context.input_pipeline_id)
     return ds
