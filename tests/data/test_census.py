@@ -167,8 +167,8 @@ def test_non_finite_number_names_file_line_and_field(tmp_path, value, what):
 def test_bytes_that_are_not_utf8_name_file_and_line(tmp_path):
     path = tmp_path / "census-income.data"
     _write(path, 3)
-    path.write_bytes(path.read_bytes() + _row(9).replace("Not in universe", "Not in univ\xe9rse", 1).encode("latin-1")
-                     + b"\n")
+    bad = _row(9).replace("Not in universe", "Not in univ\xe9rse", 1).encode("latin-1")
+    path.write_bytes(path.read_bytes() + bad + b"\n")
     _write(tmp_path / "census-income.test", 2)
     with pytest.raises(DataError, match=r"census-income\.data:4: byte 0xe9 at column \d+ is "
                                         r"not UTF-8 text"):

@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 import time
 from pathlib import Path
 
@@ -26,9 +26,12 @@ from tfmtnas.data.sources import search_pairs
 from tfmtnas.errors import UserError
 from tfmtnas.models import make_optimizer
 from tfmtnas.pipelines.training import (
+    StopOnNonFiniteLoss,
     TrainConfig,
     _atomic_write,
     _progress_verbosity,
+    check_finite_config,
+    finite_json,
     save_model,
     task_metrics,
 )
@@ -137,13 +140,27 @@ def _space(cfg: SearchConfig, data: DataSource) -> RoutingSpec:
     path = Path(cfg.spec_file)
     if not path.is_file():
         raise DataError(f"Spec file {path} does not exist.")
-    spec = RoutingSpec.from_json(path.read_text())
+    try:
+        spec = RoutingSpec.from_json(path.read_text())
+    except (ValueError, KeyError, TypeError) as err:  # the spec's own checks: bad input here
+        raise DataError(f"Spec file {path}: {err}") from None
     if list(spec.tasks) != tasks:
         raise DataError(f"Spec file {path} names tasks {list(spec.tasks)}, the dataset has "
                         f"{tasks}.")
     if not spec.searched:
         raise DataError(f"Spec file {path} is fixed (every mask set): nothing to search.")
     return spec
+
+
+def _atomic_plot(plot, what, path: Path) -> None:
+    """Draw ``plot(what, tmp)`` into a temporary sibling of ``path``, then rename it."""
+    tmp = path.with_name(f".{path.stem}-{os.getpid()}.tmp{path.suffix}")
+    try:
+        plot(what, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def run_search(cfg: SearchConfig, data: DataSource | None = None,
@@ -154,6 +171,7 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
     if cfg.arch_optimizer not in ARCH_OPTIMIZERS:
         raise UserError(f"arch_optimizer must be one of {tuple(ARCH_OPTIMIZERS)}, got "
                         f"{cfg.arch_optimizer!r}.")
+    check_finite_config(cfg.to_dict())
     keras.utils.set_random_seed(cfg.seed)
     if data is None:
         data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed,
@@ -163,7 +181,7 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
     model_dir = Path(cfg.model_dir) if cfg.model_dir else None
     if model_dir is not None:
         model_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write(model_dir / "config.json", json.dumps(cfg.to_dict(), indent=1))
+        _atomic_write(model_dir / "config.json", finite_json(cfg.to_dict()))
 
     # MTL-NAS trains weights and edges on two halves of the training split.
     halves = cfg.method == "mtlnas"
@@ -180,7 +198,7 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
     model.compile(make_optimizer(cfg.optimizer, cfg.learning_rate), jit_compile=cfg.jit_compile)
 
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    manager, callbacks = None, []
+    manager, callbacks = None, [StopOnNonFiniteLoss()]
     if model_dir is not None:
         ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
                                    arch_optimizer=model.arch_optimizer, epoch=epoch)
@@ -208,7 +226,8 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
     child.compile(make_optimizer(cfg.optimizer, cfg.learning_rate), jit_compile=cfg.jit_compile)
     if cfg.child != "inherit" and cfg.child_epochs > 0:
         train = split_dataset(data, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
-        child.fit(train, epochs=cfg.child_epochs, verbose=verbose)
+        child.fit(train, epochs=cfg.child_epochs, verbose=verbose,
+                  callbacks=[StopOnNonFiniteLoss()])
     child_metrics = task_metrics(child.evaluate(test, return_dict=True, verbose=0), data)
 
     input_dim = len(data.spec.categorical) * cfg.embedding_dim + len(data.spec.numeric)
@@ -222,12 +241,11 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
             "supernet_sharing_params": model.sharing.count_params()}
     if model_dir is not None:
         _atomic_write(model_dir / "derived_spec.json", derived.to_json())
-        plots.plot_allocation(method, model_dir / "allocation.png")
-        plots.plot_graph(derived, model_dir / "derived_graph.png")
+        _atomic_plot(plots.plot_allocation, method, model_dir / "allocation.png")
+        _atomic_plot(plots.plot_graph, derived, model_dir / "derived_graph.png")
         save_model(child, model_dir / "child")
-        _atomic_write(model_dir / "metrics.json", json.dumps(
+        _atomic_write(model_dir / "metrics.json", finite_json(
             {"child_test": child_metrics, "supernet_test": supernet_metrics, "cost": cost,
-             "search_seconds": search_seconds, "search_epoch_seconds": timer.seconds},
-            indent=1))
+             "search_seconds": search_seconds, "search_epoch_seconds": timer.seconds}))
     return SearchResult(model, child, derived, child_metrics, supernet_metrics, cost,
                         search_seconds, timer.seconds)

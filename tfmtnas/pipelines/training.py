@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
+import math
+import shutil
 import sys
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
 from tfmtnas import keras
 from tfmtnas.data import DataSource, load_dataset, split_dataset
-from tfmtnas.errors import MissingFileError
+from tfmtnas.errors import DivergedError, MissingFileError, UserError
 from tfmtnas.features import FeatureSpec
+from tfmtnas.fsutil import atomic_write, replace_dir, restore_aside
 from tfmtnas.models import MultiTaskModel, make_optimizer
 
 
@@ -81,6 +84,98 @@ def _progress_verbosity() -> int:
     return 1 if sys.stderr.isatty() else 2
 
 
+def finite_json(value) -> str:
+    """``value`` as JSON text with every NaN or infinite float written as ``null``.
+
+    Python's ``json`` writes ``NaN`` and ``Infinity``, which are not JSON: other readers
+    (``jq``, browsers, most languages) refuse such a file.
+
+    Args:
+        value: dicts, lists and scalars.
+
+    Example:
+        >>> finite_json({"auc": float("nan"), "loss": 0.5})
+        '{\n "auc": null,\n "loss": 0.5\n}'
+    """
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(value), indent=1, allow_nan=False)
+
+
+def check_finite_config(config: Mapping) -> None:
+    """Raise :class:`~tfmtnas.errors.UserError` naming a NaN or infinite number in ``config``.
+
+    Args:
+        config: a resolved configuration (``TrainConfig.to_dict()``).
+
+    Example:
+        >>> check_finite_config({"learning_rate": float("inf")})  # doctest: +SKIP
+        UserError: learning_rate is inf: give a finite number (--learning_rate).
+    """
+
+    def walk(prefix, v):
+        if isinstance(v, float) and not math.isfinite(v):
+            raise UserError(f"{prefix} is {v}: give a finite number (--{prefix.split('.')[0]}).")
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else k, x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(prefix, x)
+
+    walk("", dict(config))
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop training with :class:`~tfmtnas.errors.DivergedError` once a loss is NaN or inf.
+
+    The losses Keras logs are running means over the epoch, so a single non-finite batch
+    keeps them non-finite: checking every ``every`` steps and at each epoch's end (before
+    any later callback saves a backup) catches every one. Checking reads the loss back from
+    the device, hence not every step.
+
+    Args:
+        every: steps between checks within an epoch. Default 50.
+
+    Example:
+        >>> model.fit(data, epochs=3, callbacks=[StopOnNonFiniteLoss()])  # doctest: +SKIP
+    """
+
+    def __init__(self, every: int = 50):
+        super().__init__()
+        self.every = every
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def _check(self, logs, step: str) -> None:
+        logs = logs or {}
+        for key in sorted(logs, key=lambda k: k != "loss"):  # the total loss first
+            if key == "loss" or key.endswith("_loss"):
+                number = float(logs[key])
+                if not math.isfinite(number):
+                    raise DivergedError(
+                        f"Training diverged: {key} became {number} in epoch {self._epoch + 1}"
+                        f"{step}; nothing of this epoch was saved. Lower --learning_rate, or "
+                        f"look for extreme values in the data.")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (batch + 1) % self.every == 0:
+            self._check(logs, f", step {batch + 1}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(logs, "")
+
+
 def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
                        verbose: int | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.dataset``, evaluate on validation and test, save outputs.
@@ -89,6 +184,7 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
     ``model.json`` (the model's config), the weights (``weights/``) and ``metrics.json``, and
     keeps a per-epoch backup while training so a killed run resumes where it stopped.
     """
+    check_finite_config(cfg.to_dict())
     keras.utils.set_random_seed(cfg.seed)
     if data is None:
         data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed,
@@ -97,14 +193,15 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
     model_dir = Path(cfg.model_dir) if cfg.model_dir else None
     if model_dir is not None:
         model_dir.mkdir(parents=True, exist_ok=True)
-        (model_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+        _atomic_write(model_dir / "config.json", finite_json(cfg.to_dict()))
     train = split_dataset(data, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
     validation = split_dataset(data, "validation", 8192)
     test = split_dataset(data, "test", 8192)
     model = build_model(data, cfg)
     # A killed run resumes from its last finished epoch when re-run with the same model dir.
-    callbacks = ([keras.callbacks.BackupAndRestore(str(model_dir / "backup"))]
-                 if model_dir is not None else [])
+    callbacks = [StopOnNonFiniteLoss()]
+    if model_dir is not None:
+        callbacks.append(keras.callbacks.BackupAndRestore(str(model_dir / "backup")))
     start = time.perf_counter()
     model.fit(train, epochs=cfg.epochs, verbose=verbose, callbacks=callbacks)
     seconds = time.perf_counter() - start
@@ -113,14 +210,11 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
     if model_dir is not None:
         save_model(model, model_dir)
         out = {"validation": val, "test": tst, "train_seconds": seconds}
-        _atomic_write(model_dir / "metrics.json", json.dumps(out, indent=1))
+        _atomic_write(model_dir / "metrics.json", finite_json(out))
     return TrainResult(model, tst, val, seconds)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+_atomic_write = atomic_write  # the name searching.py imports
 
 
 def save_model(model: MultiTaskModel, model_dir: Path) -> None:
@@ -132,8 +226,15 @@ def save_model(model: MultiTaskModel, model_dir: Path) -> None:
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     config = {**model.get_config(), "spec": model.spec.copy_vocabularies(model_dir).to_dict()}
-    _atomic_write(model_dir / "model.json", json.dumps(config, indent=1))
-    model.save_weights(str(model_dir / "weights" / "weights"))
+    # The weights first, into a fresh folder renamed into place, then the file naming them:
+    # a kill at any point leaves either the old model or the new one, never a mix.
+    staged = model_dir / f".weights-{uuid.uuid4().hex[:8]}"
+    try:
+        model.save_weights(str(staged / "weights"))
+        replace_dir(staged, model_dir / "weights")
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    _atomic_write(model_dir / "model.json", finite_json(config))
 
 
 def load_model(model_dir: str | Path) -> MultiTaskModel:
@@ -142,6 +243,7 @@ def load_model(model_dir: str | Path) -> MultiTaskModel:
     cfg_path = model_dir / "model.json"
     if not cfg_path.exists():
         raise MissingFileError(f"No trained model in {model_dir}: {cfg_path.name} is missing.")
+    restore_aside(model_dir / "weights")  # a save killed between two renames
     config = json.loads(cfg_path.read_text())
     config["spec"] = FeatureSpec.from_dict(config["spec"]).resolved(model_dir)
     model = MultiTaskModel.from_config(config)
