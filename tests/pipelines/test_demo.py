@@ -23,3 +23,58 @@ def test_demo_trains_searches_exports_and_prints_the_table(tmp_path):
     assert len(exported) == 1
     assert "curl -X POST http://localhost:8501/v1/models/census_" in done.stdout
     assert (tmp_path / "runs" / "mtnas" / "derived_spec.json").exists()
+
+
+_PICK = """
+import pathlib
+import sys
+import tfmtnas.export
+import tfmtnas.export.client
+from absl import flags
+from tfmtnas.pipelines import demo
+
+exported = []
+tfmtnas.export.export_saved_model = (lambda model, root, name: exported.append(
+    (model, name)) or pathlib.Path(root, name, "1"))
+tfmtnas.export.client.curl_request = lambda path, name: "curl ..."
+flags.FLAGS([sys.argv[0], "--export_root=" + sys.argv[1]])
+# Validation says "ple" (mean 0.90 vs 0.85); the test split would have said "mmoe".
+models = {"mmoe": ("mmoe-model", {"income_auc": 0.80, "marital_auc": 0.90}),
+          "ple": ("ple-model", {"income_auc": 0.85, "marital_auc": 0.95})}
+print("picked", demo.export_best(models), exported)
+"""
+
+
+def test_demo_exports_the_best_model_by_validation_not_test(tmp_path):
+    """The model with the better validation AUC is exported (in a child process: the demo
+    defines flags that other binaries' modules define too)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "pick.py"
+    script.write_text(_PICK)
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Best model by mean validation AUC: ple" in done.stdout
+    assert "picked ple [('ple-model', 'census_ple')]" in done.stdout
+
+
+def test_search_result_carries_child_validation_metrics(tiny_csv, tmp_path):
+    import json
+
+    from tfmtnas.data import load_dataset
+    from tfmtnas.pipelines.searching import SearchConfig, run_search
+
+    data = load_dataset("csv", train_path=tiny_csv, numeric=["x", "z"],
+                        label_columns={"click": "binary", "watch": "regression"})
+    res = run_search(SearchConfig(dataset="csv", method="gumbel", epochs=1, child_epochs=0,
+                                  num_layers=1, num_experts=2, expert_units=(4,),
+                                  tower_units=(2,), batch_size=64, jit_compile=False,
+                                  model_dir=str(tmp_path / "s")), data=data, verbose=0)
+    assert set(res.child_validation_metrics) == {"click_auc", "click_loss", "watch_rmse",
+                                                 "watch_loss"}
+    # Validation metrics are not the test metrics under another name.
+    assert res.child_validation_metrics != res.child_metrics
+    saved = json.loads((tmp_path / "s" / "metrics.json").read_text())
+    assert saved["child_validation"] == pytest.approx(res.child_validation_metrics)

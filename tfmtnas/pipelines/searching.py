@@ -90,6 +90,7 @@ class SearchResult:
     cost: dict[str, float]
     search_seconds: float
     search_epoch_seconds: list[float]
+    child_validation_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 class _EpochCheckpoint(keras.callbacks.Callback):
@@ -229,6 +230,9 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
         child.fit(train, epochs=cfg.child_epochs, verbose=verbose,
                   callbacks=[StopOnNonFiniteLoss()])
     child_metrics = task_metrics(child.evaluate(test, return_dict=True, verbose=0), data)
+    validation = split_dataset(data, "validation", 8192)
+    child_validation = task_metrics(child.evaluate(validation, return_dict=True, verbose=0),
+                                    data)
 
     input_dim = len(data.spec.categorical) * cfg.embedding_dim + len(data.spec.numeric)
     # The MMoE baseline of tfmtnas-train's defaults, for "no more FLOPs than MMoE".
@@ -245,7 +249,8 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
         _atomic_plot(plots.plot_graph, derived, model_dir / "derived_graph.png")
         save_model(child, model_dir / "child")
         _atomic_write(model_dir / "metrics.json", finite_json(
-            {"child_test": child_metrics, "supernet_test": supernet_metrics, "cost": cost,
+            {"child_test": child_metrics, "child_validation": child_validation,
+             "supernet_test": supernet_metrics, "cost": cost,
              "search_seconds": search_seconds, "search_epoch_seconds": timer.seconds}))
     return SearchResult(model, child, derived, child_metrics, supernet_metrics, cost,
-                        search_seconds, timer.seconds)
+                        search_seconds, timer.seconds, child_validation)
