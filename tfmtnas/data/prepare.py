@@ -32,14 +32,14 @@ The split of a row is decided by a hash of its ``key_column`` cell (of the whole
 there is none): the same key always lands in the same split, whatever the files, their
 order or the number of rows. Rows of a split go to its shards round-robin.
 
-Bad rows (wrong field count, a numeric cell that is not a finite number, a bad binary
-label, bytes that are not UTF-8, malformed quoting, a categorical value with a carriage
-return) fail with ``file:line: column 'x' ...`` (``bad_rows="error"``, the default) or are
-skipped and counted (``bad_rows="skip"``; the manifest keeps the count and the first 20
-messages). Categorical and label cells are stripped of surrounding ASCII whitespace, as the
-in-memory CSV loader does; a file whose block holds a double quote is parsed by Python's
-:mod:`csv` module (quoted fields may hold the separator, not a line break), which is slower
-than the vectorised path the rest takes.
+Bad rows (wrong field count, a numeric cell or label that is not a finite number within
+float32's range, a bad binary label, bytes that are not UTF-8, malformed quoting, a
+categorical value with a carriage return) fail with ``file:line: column 'x' ...``
+(``bad_rows="error"``, the default) or are skipped and counted (``bad_rows="skip"``; the
+manifest keeps the count and the first 20 messages). Categorical and label cells are
+stripped of surrounding ASCII whitespace, as the in-memory CSV loader does; a block of the
+file that holds a double quote is parsed by Python's :mod:`csv` module (quoted fields may
+hold the separator, not a line break), which is slower than the vectorised path.
 
 The output is atomic and reproducible: everything is built in ``<output>.partial-<random>``
 beside the output, ``manifest.json`` is written last and the folder is renamed into place,
@@ -128,6 +128,7 @@ MAX_REPORTED_BAD_ROWS = 20
 _HEAD_TABLE = 1024  # values shorter than this take the vectorised path; longer, Python's
 _VARINT_TABLE = 1 << 14  # records shorter than this take the vectorised path
 _SPLIT_BUCKETS = 1 << 30
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # records hold float32: larger is inf
 _OWNER = ".owner"
 _NUMBER = r"[ \t]*[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?[ \t]*"
 _NUMBER_RE = re.compile(_NUMBER.encode())
@@ -533,14 +534,14 @@ class _BlockProcessor:
             cell = cells[at[c]]
             ok = tf.strings.regex_full_match(cell, _NUMBER)
             x.append(tf.strings.to_number(tf.where(ok, cell, "0"), tf.float64))
-            faults.append(~ok | ~tf.math.is_finite(x[-1]))
+            faults.append(~ok | ~(tf.abs(x[-1]) <= _FLOAT32_MAX))
         y = []
         for c, binary in zip(self.cols.labels, self.cols.binary):
             cell = text(c)
             empty = tf.equal(cell, "")
             ok = tf.strings.regex_full_match(cell, _NUMBER)
             value = tf.strings.to_number(tf.where(ok, cell, "0"), tf.float64)
-            fault = ~empty & (~ok | ~tf.math.is_finite(value))
+            fault = ~empty & (~ok | ~(tf.abs(value) <= _FLOAT32_MAX))
             if binary:
                 fault |= ~empty & tf.not_equal(value, 0.0) & tf.not_equal(value, 1.0)
             faults.append(fault)
@@ -697,6 +698,9 @@ class _BlockProcessor:
                 return f"column {cols.names[c]!r} expects {what}, got {value!r}"
             if not math.isfinite(float(value)):
                 return f"column {cols.names[c]!r} expects a finite number, got {value!r}"
+            if abs(float(value)) > _FLOAT32_MAX:
+                return (f"column {cols.names[c]!r} expects a number within float32's range, "
+                        f"got {value!r}")
         for c, binary in zip(cols.labels, cols.binary):
             value = fields[c].strip()
             if not value:
@@ -705,9 +709,9 @@ class _BlockProcessor:
             if binary and number not in (0.0, 1.0):
                 return f"binary label column {cols.names[c]!r} expects 0, 1 or empty, " \
                        f"got {value!r}"
-            if number is None or not math.isfinite(number):
-                return f"label column {cols.names[c]!r} expects a finite number or " \
-                       f"empty, got {value!r}"
+            if number is None or not abs(number) <= _FLOAT32_MAX:
+                return f"label column {cols.names[c]!r} expects a finite number within " \
+                       f"float32's range or empty, got {value!r}"
         return "unreadable row"  # pragma: no cover - the checks above mirror the TF ones
 
 
