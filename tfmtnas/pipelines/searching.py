@@ -181,7 +181,9 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
     space = _space(cfg, data)
     model_dir = Path(cfg.model_dir) if cfg.model_dir else None
     if model_dir is not None:
-        model_dir.mkdir(parents=True, exist_ok=True)
+        from tfmtnas.pipelines.resume import check_resume
+
+        check_resume(model_dir, "checkpoints", cfg.to_dict(), data)
         _atomic_write(model_dir / "config.json", finite_json(cfg.to_dict()))
 
     # MTL-NAS trains weights and edges on two halves of the training split.

@@ -192,7 +192,9 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
     verbose = _progress_verbosity() if verbose is None else verbose
     model_dir = Path(cfg.model_dir) if cfg.model_dir else None
     if model_dir is not None:
-        model_dir.mkdir(parents=True, exist_ok=True)
+        from tfmtnas.pipelines.resume import check_resume
+
+        check_resume(model_dir, "backup", cfg.to_dict(), data)
         _atomic_write(model_dir / "config.json", finite_json(cfg.to_dict()))
     train = split_dataset(data, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
     validation = split_dataset(data, "validation", 8192)

@@ -1,0 +1,121 @@
+"""Resume only what was started: a model dir records the fingerprint of its config and data.
+
+``tfmtnas-train`` and ``tfmtnas-search`` resume a killed run from the state they keep in the
+model dir (``backup/``, ``checkpoints/``). That is right only when the rerun has the same
+resolved configuration and the same data; otherwise it would silently continue another
+run's weights. :func:`check_resume` writes ``fingerprint.json`` when a run starts and, when
+resumable state is present, refuses a rerun whose fingerprint differs, in one line that
+says what changed and how to start fresh. ``--epochs`` may change (a rerun with more
+epochs continues the run), and so may the search's child settings, which act after the
+resumable state.
+
+Example:
+    >>> check_resume(Path("runs/mmoe"), "backup", cfg.to_dict(), data)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from tfmtnas.data.base import MultiTaskData
+from tfmtnas.errors import ResumeMismatchError
+from tfmtnas.fsutil import atomic_write
+
+FINGERPRINT_FILE = "fingerprint.json"
+# Settings a resumed run may change: where output goes, how often it is logged, how long it
+# runs (more --epochs continue the run), and what happens after the resumable state (the
+# search's child phase is redone from the searched supernet on every run).
+IGNORED = ("model_dir", "log_every", "epochs", "child", "child_epochs")
+
+
+def data_fingerprint(data) -> str:
+    """SHA-256 of a dataset's content: its spec, tasks and every split's columns.
+
+    For in-memory data every cell counts (numbers by their float64 bytes, strings by their
+    text); a prepared dataset is identified by its spec and manifest (which lists its
+    shards, rows and statistics).
+
+    Args:
+        data: a :class:`~tfmtnas.data.MultiTaskData` or a prepared dataset.
+
+    Example:
+        >>> data_fingerprint(load_dataset("synthetic", num_train=10))[:12]  # doctest: +SKIP
+        '3f1c0e2a9b7d'
+    """
+    digest = hashlib.sha256()
+    digest.update(data.spec.to_json().encode())
+    digest.update(repr([(t.name, t.kind, t.weight) for t in data.tasks]).encode())
+    if not isinstance(data, MultiTaskData):
+        digest.update(json.dumps(getattr(data, "manifest", {}), sort_keys=True).encode())
+        return digest.hexdigest()
+    for name, split in data.splits().items():
+        digest.update(f"{name}:{len(split)}".encode())
+        for key in sorted(split.features) + [f"label:{k}" for k in sorted(split.labels)]:
+            column = (split.labels[key[6:]] if key.startswith("label:")
+                      else split.features[key])
+            digest.update(key.encode())
+            if column.dtype == object or column.dtype.kind in "US":
+                digest.update("\x1f".join(map(str, column.tolist())).encode("utf-8",
+                                                                           "surrogatepass"))
+            else:
+                digest.update(np.ascontiguousarray(column, np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def fingerprint(config: Mapping, data) -> dict:
+    """``{"config": resolved config without output-only settings, "data": sha256}``."""
+    kept = {k: v for k, v in config.items() if k not in IGNORED}
+    return {"config": json.loads(json.dumps(kept)), "data": data_fingerprint(data)}
+
+
+def check_resume(model_dir: Path, state: str, config: Mapping, data,
+                 write: bool = True) -> None:
+    """Refuse to resume ``model_dir/state`` under another config or data; record this run.
+
+    Args:
+        model_dir: the run's model dir.
+        state: its sub-folder holding resumable state (``"backup"``, ``"checkpoints"``).
+        config: the resolved configuration (``cfg.to_dict()``).
+        data: the loaded dataset.
+        write: write ``fingerprint.json`` (default True).
+
+    Raises:
+        ResumeMismatchError: the state exists and the recorded fingerprint differs, or none
+            was recorded.
+
+    Example:
+        >>> check_resume(Path("runs/gumbel"), "checkpoints", cfg.to_dict(), data)  # doctest: +SKIP
+    """
+    model_dir = Path(model_dir)
+    current = fingerprint(config, data)
+    path = model_dir / FINGERPRINT_FILE
+    state_dir = model_dir / state
+    if state_dir.is_dir() and any(state_dir.iterdir()):
+        fresh = (f"rerun with the same flags and data to resume it, or start fresh with "
+                 f"another --model_dir (or after deleting {state_dir})")
+        try:
+            recorded = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise ResumeMismatchError(
+                f"{model_dir} holds an unfinished run ({state}/) without a readable "
+                f"{FINGERPRINT_FILE}, so it cannot be checked: {fresh}.") from None
+        old, new = recorded.get("config", {}), current["config"]
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if recorded.get("data") != current["data"]:
+            changed.append("the data")
+        if changed:
+            shown = ", ".join(f"--{c}" if c in new or c in old else c for c in changed[:6])
+            raise ResumeMismatchError(
+                f"{model_dir} holds an unfinished run with other settings ({shown} "
+                f"differ); {fresh}.")
+    if write:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, json.dumps(current, indent=1, sort_keys=True))
+
+
+__all__ = ["FINGERPRINT_FILE", "check_resume", "data_fingerprint", "fingerprint"]
