@@ -557,6 +557,9 @@ class FeaturePreprocessor(keras.layers.Layer):
     same asset). Relative paths are relative to the working directory: resolve a stored
     spec first (:meth:`FeatureSpec.resolved`).
 
+    A numeric value that is NaN or infinite (or whose normalisation overflows float32) is
+    imputed with the training mean: its normalised value is 0.
+
     Args:
         spec: the :class:`FeatureSpec` (or its dict form).
     """
@@ -631,9 +634,13 @@ class FeaturePreprocessor(keras.layers.Layer):
         if self.spec.numeric:
             x = tf.stack([tf.reshape(tf.cast(features[f.name], tf.float32), [-1])
                           for f in self.spec.numeric], axis=1)
+            finite = tf.math.is_finite(x)
             if self._log.any():
                 x = tf.where(self._log, tf.math.log1p(tf.maximum(x, 0.0)), x)
             numeric = (x - self._mean) / self._std
+            # NaN, +-inf (and values whose normalisation overflows) take the training mean,
+            # which normalises to 0: a missing number, never a NaN prediction.
+            numeric = tf.where(finite & tf.math.is_finite(numeric), numeric, 0.0)
         else:
             numeric = tf.zeros([batch, 0])
         return {"categorical": ids, "numeric": numeric}

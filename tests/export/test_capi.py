@@ -45,6 +45,8 @@ def test_c_api_errors_name_the_problem(exported, tiny, tmp_path):
             session.run()
         with pytest.raises(KeyError, match="Missing inputs \\['age'\\]"):
             session.set_inputs({k: v for k, v in cols.items() if k != "age"})
+        with pytest.raises(KeyError, match="Unknown inputs \\['colour'\\]"):
+            session.set_inputs({**cols, "colour": cols["color"]})
         with pytest.raises(ValueError, match="Input 'age': expected a vector"):
             session.set_inputs({**cols, "age": cols["age"].reshape(8, 8)})
         # A graph-side error (features of different lengths) is raised, not a crash.

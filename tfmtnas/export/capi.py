@@ -176,8 +176,16 @@ class CApiSession:
         missing = [n for n in self.input_names if n not in features]
         if missing:
             raise KeyError(f"Missing inputs {missing}; the signature takes {self.input_names}.")
+        extra = sorted(set(features) - set(self.input_names))
+        if extra:  # as a model server refuses an input alias the signature lacks
+            raise KeyError(f"Unknown inputs {extra}; the signature takes {self.input_names}.")
         self._free_inputs()
-        self._tensors = [self._tensor(n, features[n]) for n in self.input_names]
+        try:  # a bad value frees the tensors built before it
+            for n in self.input_names:
+                self._tensors.append(self._tensor(n, features[n]))
+        except BaseException:
+            self._free_inputs()
+            raise
         for i, (t, _) in enumerate(self._tensors):
             self._values[i] = t
 

@@ -10,11 +10,16 @@ Two signatures are exported (names in :data:`SERVING_SIGNATURE`, :data:`EXAMPLES
 
 ``predict_examples``
     One input ``examples``: serialized ``tf.Example`` protos, shape ``[None]``, parsed with
-    :func:`example_feature_description`. A categorical feature absent from an example is
-    parsed as ``""``, which is out of vocabulary (id 0) unless ``""`` is a known value (a
-    hashed feature hashes it like any other string). A numeric feature is required: an
-    example without it is rejected with an error naming the feature, because any default
-    number would be a silent, made-up input.
+    :func:`example_feature_description`. A feature absent from an example takes the
+    training default: a categorical feature the out-of-vocabulary id (it is parsed as
+    :data:`MISSING_CATEGORY`, a value no vocabulary holds; a hashed feature hashes it like
+    any other string), a numeric feature the training mean (it is parsed as NaN, which is
+    imputed, see below).
+
+Non-finite numbers: a NaN or infinite numeric input (in either signature) is imputed with the
+training mean of that feature (its normalised value is 0), the same value a missing numeric
+feature of a ``tf.Example`` gets; the prediction stays finite. Clients that want such
+requests refused must check before sending.
 
 Both return ``{task name: float32 [None]}``: the probability for a binary task, the value
 for a regression task. The graph holds only TensorFlow ops (lookups, hashing, parsing, the
@@ -42,6 +47,8 @@ from tfmtnas.features import FeaturePreprocessor, FeatureSpec, TaskSpec
 SERVING_SIGNATURE = "serving_default"
 EXAMPLES_SIGNATURE = "predict_examples"
 EXAMPLES_INPUT = "examples"
+# What a categorical feature missing from a tf.Example is parsed as: out of vocabulary.
+MISSING_CATEGORY = "\x00missing\x00"
 
 # What a SignatureDef input can be called without TensorFlow renaming it (tf.function
 # replaces every other character by "_" and prefixes names not starting with a letter).
@@ -69,13 +76,14 @@ def serving_input_specs(spec: FeatureSpec) -> list[tf.TensorSpec]:
 def example_feature_description(spec: FeatureSpec) -> dict[str, tf.io.FixedLenFeature]:
     """The ``tf.io.parse_example`` description of the raw features.
 
-    Categorical: ``string`` scalar, default ``""``. Numeric: ``float32`` scalar, required.
+    Categorical: ``string`` scalar, default :data:`MISSING_CATEGORY` (out of vocabulary).
+    Numeric: ``float32`` scalar, default NaN (imputed with the training mean).
     """
     out = {}
     for f in spec.categorical:
-        out[f.name] = tf.io.FixedLenFeature([], tf.string, default_value="")
+        out[f.name] = tf.io.FixedLenFeature([], tf.string, default_value=MISSING_CATEGORY)
     for f in spec.numeric:
-        out[f.name] = tf.io.FixedLenFeature([], tf.float32)
+        out[f.name] = tf.io.FixedLenFeature([], tf.float32, default_value=float("nan"))
     return out
 
 
