@@ -166,13 +166,20 @@ def test_split_by_key_is_consistent_sized_and_reproducible(tmp_path):
     assert shares["validation"] == pytest.approx(0.2, abs=0.04)
     assert sum(manifest["splits"][s]["rows"] for s in layout.SPLITS) == 4000
     assert manifest["options"]["num_shards"] == {"train": 4, "validation": 2, "test": 2}
-    # Another run, other block sizes and one worker: the same shard bytes and vocabularies
-    # (the moments are summed per block: the last bits of mean and std may differ).
-    prepare([src], tmp_path / "b", chunk_bytes=997, workers=1, **options)
+    # Another run with one worker thread: the same bytes.
+    prepare([src], tmp_path / "b", workers=1, **options)
     assert _shard_digests(tmp_path / "a") == _shard_digests(tmp_path / "b")
-    spec_a, spec_b = _spec(tmp_path / "a")[1], _spec(tmp_path / "b")[1]
-    assert spec_a.categorical == spec_b.categorical
-    assert spec_a.numeric[0].mean == pytest.approx(spec_b.numeric[0].mean, rel=1e-12)
+    assert (tmp_path / "a" / layout.SPEC).read_bytes() == (tmp_path / "b" / layout.SPEC
+                                                           ).read_bytes()
+    # Other block sizes: the same rows per split and the same vocabularies (blocks decide
+    # the shard of a row, and moments are summed per block: their last bits may differ).
+    prepare([src], tmp_path / "c", chunk_bytes=997, **options)
+    for split in layout.SPLITS:
+        rows_a, rows_c = _rows(tmp_path / "a", split), _rows(tmp_path / "c", split)
+        assert sorted(map(repr, rows_a)) == sorted(map(repr, rows_c))
+    spec_a, spec_c = _spec(tmp_path / "a")[1], _spec(tmp_path / "c")[1]
+    assert spec_a.categorical == spec_c.categorical
+    assert spec_a.numeric[0].mean == pytest.approx(spec_c.numeric[0].mean, rel=1e-12)
     for shard, digest in _shard_digests(tmp_path / "a").items():
         assert hashlib.sha256((tmp_path / "a" / shard).read_bytes()).hexdigest() == digest
 
@@ -470,3 +477,18 @@ def test_tsv_files_are_split_on_tabs(tmp_path):
     assert manifest["options"]["sep"] == "\t"
     assert _spec(tmp_path / "out")[1].categorical[0].vocabulary == ("new york",)
     assert sorted(r["price"] for r in _rows(tmp_path / "out", "train")) == [1.5, 2.0]
+
+
+def test_record_framing_matches_tensorflows_writer(tmp_path):
+    from tfmtnas.data.prepare import _crc32c, _frame
+
+    words = np.frombuffer(b"123456789" + b"\0" * 3, "<u4").reshape(1, 3)
+    assert _crc32c(words, np.array([9])).tolist() == [0xE3069283]  # the CRC-32C check value
+    rng = np.random.default_rng(0)
+    records = [rng.bytes(n) for n in [0, 1, 3, 4, 5, 63, 64, 65, 127, 128, 129, 300, 1000]]
+    path = str(tmp_path / "plain.tfrecord")
+    with tf.io.TFRecordWriter(path) as writer:
+        for record in records:
+            writer.write(record)
+    framed = _frame(tf.constant(np.array(records, dtype=object))).numpy()
+    assert b"".join(framed) == open(path, "rb").read()
