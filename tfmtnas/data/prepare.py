@@ -1076,7 +1076,7 @@ def _per_column(value: int | Mapping[str, int] | None, names: Sequence[str], wha
         unknown = sorted(set(value) - set(names))
         if unknown:
             raise UserError(f"{what} names {unknown}, which are not vocabulary columns "
-                             f"{list(names)}.")
+                            f"{list(names)}.")
         out = {n: (int(value[n]) if n in value else default) for n in names}
     bad = {n: v for n, v in out.items() if v is not None and v < minimum}
     if bad:
@@ -1111,7 +1111,7 @@ def _columns(names: list[str], path: str, tasks: Sequence[TaskSpec],
     unknown_hash = sorted(set(hashed) - set(categorical))
     if unknown_hash:
         raise UserError(f"hash_columns {unknown_hash} must be categorical columns "
-                         f"{list(categorical)}.")
+                        f"{list(categorical)}.")
     bad_bins = {c: b for c, b in hashed.items() if int(b) < 1}
     if bad_bins:
         raise UserError(f"hash_columns bins must be >= 1, got {bad_bins}.")
@@ -1217,7 +1217,7 @@ def prepare(
             raise UserError(f"{what} must be in [0, 1), got {frac}.")
     if validation_fraction + test_fraction >= 1:
         raise UserError(f"validation_fraction + test_fraction must be < 1, got "
-                         f"{validation_fraction} + {test_fraction}.")
+                        f"{validation_fraction} + {test_fraction}.")
     if bad_rows not in BAD_ROW_POLICIES:
         raise UserError(f"bad_rows must be one of {BAD_ROW_POLICIES}, got {bad_rows!r}.")
     if num_shards < 1:
@@ -1228,12 +1228,12 @@ def prepare(
         raise UserError(f"inline_vocabulary_max must be >= 0, got {inline_vocabulary_max}.")
     if chunk_bytes < 1 or workers < 1:
         raise UserError(f"chunk_bytes and workers must be >= 1, got {chunk_bytes}, "
-                         f"{workers}.")
+                        f"{workers}.")
     files = _expand_inputs(inputs)
     sep = _default_sep(files) if sep is None else sep
     if not sep or "\n" in sep or '"' in sep:
         raise UserError(f"sep must be a non-empty string without newline or quote, "
-                         f"got {sep!r}.")
+                        f"got {sep!r}.")
     sizes = [os.path.getsize(f) for f in files]
     hashed = dict(hash_columns or {})
 
@@ -1307,12 +1307,12 @@ def prepare(
                     while len(pending) > 2 * workers:
                         merge(pending.popleft().result())
                         report(reader.bytes_read)
-                while pending:
-                    merge(pending.popleft().result())
-                    report(reader.bytes_read)
             finally:
                 reader.close()
             done_bytes += sizes[k]
+        while pending:
+            merge(pending.popleft().result())
+            report(0)
         if totals.rows == 0:
             raise DataError(f"{files[0] if len(files) == 1 else 'The input files'}: no data "
                             f"rows after the header.")
