@@ -88,3 +88,29 @@ def test_search_binary_refuses_a_resume_with_other_flags(tiny_csv, tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
     assert "holds an unfinished run with other settings (--num_layers differ)" in \
         last_line(done.stderr)
+
+
+def test_prepared_fingerprint_is_content_not_place_or_timing(tiny_csv, tmp_path):
+    import shutil
+
+    from tfmtnas.data import load_prepared
+    from tfmtnas.data.prepare import prepare
+
+    def make(out, rows=None):
+        source = tiny_csv
+        if rows is not None:
+            source = tmp_path / "fewer.csv"
+            source.write_text("\n".join(tiny_csv.read_text().splitlines()[:rows]) + "\n")
+        prepare([source], out, {"click": "binary", "watch": "regression"},
+                categorical=["color"], numeric=["x", "z"], min_count=1,
+                inline_vocabulary_max=1, progress=None)
+        return data_fingerprint(load_prepared(out))
+
+    first = make(tmp_path / "a")
+    assert make(tmp_path / "b") == first  # prepared again: other timings in its manifest
+    shutil.copytree(tmp_path / "a", tmp_path / "moved")
+    assert data_fingerprint(load_prepared(tmp_path / "moved")) == first
+    vocabulary = tmp_path / "moved" / "vocabularies" / "color.txt"
+    vocabulary.write_text("\n".join(reversed(vocabulary.read_text().splitlines())) + "\n")
+    assert data_fingerprint(load_prepared(tmp_path / "moved")) != first  # other ids
+    assert make(tmp_path / "c", rows=300) != first  # other rows

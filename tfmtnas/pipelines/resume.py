@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from tfmtnas.data.base import MultiTaskData
+from tfmtnas.data.stream import PreparedData
 from tfmtnas.errors import ResumeMismatchError
 from tfmtnas.fsutil import atomic_write
 
@@ -48,11 +49,23 @@ def data_fingerprint(data) -> str:
         '3f1c0e2a9b7d'
     """
     digest = hashlib.sha256()
+    if isinstance(data, PreparedData):
+        # Content, not place or timing: vocabulary files by their bytes (the folder may
+        # move), shards by rows and sha256 (a re-prepare of the same data matches even
+        # though its manifest's timings differ).
+        spec = data.spec.to_dict()
+        for feature in spec["categorical"]:
+            if feature.get("vocabulary_file"):
+                with open(feature["vocabulary_file"], "rb") as f:
+                    feature["vocabulary_file"] = hashlib.sha256(f.read()).hexdigest()
+        digest.update(json.dumps(spec, sort_keys=True).encode())
+        digest.update(repr([(t.name, t.kind, t.weight) for t in data.tasks]).encode())
+        shards = {name: [(s["rows"], s.get("sha256")) for s in split["shards"]]
+                  for name, split in data.manifest.get("splits", {}).items()}
+        digest.update(json.dumps(shards, sort_keys=True).encode())
+        return digest.hexdigest()
     digest.update(data.spec.to_json().encode())
     digest.update(repr([(t.name, t.kind, t.weight) for t in data.tasks]).encode())
-    if not isinstance(data, MultiTaskData):
-        digest.update(json.dumps(getattr(data, "manifest", {}), sort_keys=True).encode())
-        return digest.hexdigest()
     for name, split in data.splits().items():
         digest.update(f"{name}:{len(split)}".encode())
         for key in sorted(split.features) + [f"label:{k}" for k in sorted(split.labels)]:
