@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tfmtnas.data.base import MultiTaskData
 from tfmtnas.data.stream import PreparedData
 from tfmtnas.errors import ResumeMismatchError
 from tfmtnas.fsutil import atomic_write
