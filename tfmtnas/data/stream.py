@@ -3,8 +3,8 @@
 :func:`load_prepared` opens a directory laid out as :mod:`tfmtnas.data.layout` says and
 returns a :class:`PreparedData`. Its :meth:`PreparedData.dataset` reads a split as a
 ``tf.data`` pipeline that never holds the split in memory: shard files read interleaved,
-a bounded shuffle buffer of serialized records, batches parsed and looked up in parallel (``parse_example`` then
-:class:`~tfmtnas.features.FeaturePreprocessor`), prefetch. Under ``tf.distribute`` each
+a bounded shuffle buffer of serialized records, batches parsed and looked up in parallel
+(``parse_example`` then :class:`~tfmtnas.features.FeaturePreprocessor`), prefetch. Under ``tf.distribute`` each
 worker reads its own files (or, with fewer files than workers, every n-th record) through
 the ``InputContext``.
 
