@@ -5,8 +5,8 @@ returns a :class:`PreparedData`. Its :meth:`PreparedData.dataset` reads a split 
 ``tf.data`` pipeline that never holds the split in memory: shard files read interleaved,
 a bounded shuffle buffer of serialized records, batches parsed and looked up in parallel
 (``parse_example`` then :class:`~tfmtnas.features.FeaturePreprocessor`), prefetch. Under
-``tf.distribute`` each worker reads its own files (or, with fewer files than workers, every n-th record) through
-the ``InputContext``.
+``tf.distribute`` each worker reads its own files (or, with fewer files than workers,
+every n-th record) through the ``InputContext``.
 
 :class:`PreparedData` answers the same calls as the in-memory
 :class:`~tfmtnas.data.base.MultiTaskData` (``dataset``, ``num_rows``, ``spec``, ``tasks``),
