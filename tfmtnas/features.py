@@ -39,6 +39,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -438,9 +439,7 @@ class FeatureSpec:
                 cats.append(CategoricalFeature(name, hash_bins=hashed[name]))
                 continue
             counts = collections.Counter(np.asarray(columns[name]).astype(str).tolist())
-            # Most frequent first, ties broken by value so the spec is deterministic.
-            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-            vocab = [v for v, c in ranked if c >= min_count][:max_vocabulary]
+            vocab = rank_vocabulary(counts, min_count, max_vocabulary)
             cats.append(CategoricalFeature(name, vocabulary=tuple(vocab)))
         nums = []
         for name in numeric:
@@ -451,6 +450,20 @@ class FeatureSpec:
             nums.append(NumericFeature(name, float(x.mean()), std if std > 0 else 1.0,
                                        name in log_numeric))
         return cls(tuple(cats), tuple(nums))
+
+
+def rank_vocabulary(counts: Mapping[Any, int], min_count: int = 1,
+                    max_vocabulary: int | None = None) -> list:
+    """The values seen at least ``min_count`` times, most frequent first, ties broken by
+    value (so a vocabulary is deterministic), at most ``max_vocabulary`` of them.
+
+    Example:
+        >>> rank_vocabulary({"b": 2, "a": 2, "c": 5, "d": 1}, min_count=2)
+        ['c', 'a', 'b']
+    """
+    kept = [(value, n) for value, n in counts.items() if n >= min_count]
+    kept.sort(key=lambda vn: (-vn[1], vn[0]))
+    return [value for value, _ in kept[:max_vocabulary]]
 
 
 _TABLE_NUMBERS = itertools.count()

@@ -10,7 +10,11 @@ import numpy as np
 from tfmtnas.errors import DataError
 from tfmtnas.features import FeatureSpec, TaskSpec
 
-__all__ = ["DataError", "MultiTaskData", "Split"]
+__all__ = ["FLOAT32_MAX", "DataError", "MultiTaskData", "Split"]
+
+# The largest finite float32: finite float64 values beyond it overflow to inf when a model
+# (or a prepared record) holds them as float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclasses.dataclass

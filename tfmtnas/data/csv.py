@@ -28,7 +28,7 @@ from collections.abc import Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from tfmtnas.data.base import DataError, MultiTaskData, Split
+from tfmtnas.data.base import FLOAT32_MAX, DataError, MultiTaskData, Split
 from tfmtnas.errors import UserError
 from tfmtnas.features import FeatureSpec, TaskSpec
 
@@ -100,10 +100,6 @@ def _rows(f: io.TextIOBase, sep: str, path) -> Iterator[tuple[int, list[str]]]:
         raise _decode_error(path) from None
 
 
-# Finite float64 values beyond this overflow to inf when the model casts them to float32.
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
 def _to_float(path, values: Sequence[str], lines: Sequence[int], name: str, field: int,
               allow_missing: bool, as_missing: bool, hint: str) -> np.ndarray:
     """One column of numbers; a bad cell raises a :class:`DataError` with file, line, field.
@@ -135,10 +131,10 @@ def _to_float(path, values: Sequence[str], lines: Sequence[int], name: str, fiel
                 number = float(value)
             except ValueError:
                 raise fail(i, None) from None
-            if not (abs(number) <= _FLOAT32_MAX or blank[i] or as_missing):
+            if not (abs(number) <= FLOAT32_MAX or blank[i] or as_missing):
                 raise fail(i, number) from None
         raise AssertionError("unreachable: some value failed to parse") from None
-    bad = ~(np.abs(x) <= _FLOAT32_MAX) & ~blank  # NaN, +-inf, numbers float32 cannot hold
+    bad = ~(np.abs(x) <= FLOAT32_MAX) & ~blank  # NaN, +-inf, numbers float32 cannot hold
     if bad.any():
         if as_missing:
             x[bad] = np.nan
@@ -260,7 +256,8 @@ def read_csv(
                                missing_numeric)[0]
 
 
-def _as_tasks(label_columns: Mapping[str, str | TaskSpec]) -> tuple[TaskSpec, ...]:
+def as_tasks(label_columns: Mapping[str, str | TaskSpec]) -> tuple[TaskSpec, ...]:
+    """The tasks of ``{label column: kind or TaskSpec}``, in order (a kind is checked)."""
     if not label_columns:
         raise UserError("label_columns must name at least one label column.")
     tasks = []
@@ -272,6 +269,36 @@ def _as_tasks(label_columns: Mapping[str, str | TaskSpec]) -> tuple[TaskSpec, ..
         else:
             tasks.append(TaskSpec(name, kind))
     return tuple(tasks)
+
+
+def check_fractions(validation_fraction: float, test_fraction: float,
+                    together: bool = True) -> None:
+    """Each fraction in [0, 1) and, when both cut the same rows (``together``), their sum < 1.
+
+    Raises:
+        UserError: naming the fraction and the value.
+    """
+    for frac, what in ((validation_fraction, "validation_fraction"),
+                       (test_fraction, "test_fraction")):
+        if not 0 <= frac < 1:
+            raise UserError(f"{what} must be in [0, 1), got {frac}.")
+    if together and validation_fraction + test_fraction >= 1:
+        raise UserError(f"validation_fraction + test_fraction must be < 1, got "
+                        f"{validation_fraction} + {test_fraction}.")
+
+
+def check_columns_present(path, columns: Sequence[str],
+                          wanted: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """Every column named in ``wanted`` (``(kind, names)`` pairs) is one of ``columns``.
+
+    Raises:
+        DataError: ``<path>: no <kind> column(s) [...]; columns are [...]``, for the first
+            kind with a column missing.
+    """
+    for kind, names in wanted:
+        absent = [c for c in names if c not in columns]
+        if absent:
+            raise DataError(f"{path}: no {kind} column(s) {absent}; columns are {columns}.")
 
 
 def _header(path, sep: str, header: bool, names: Sequence[str] | None) -> list[str]:
@@ -294,11 +321,8 @@ _IMPUTE_HINT = ("fix the value, or pass nonfinite='impute' (--csv_nonfinite=impu
 
 def _read_split(path, tasks, categorical, numeric, sep, header, names, nonfinite) -> Split:
     columns = _header(path, sep, header, names)
-    for kind, wanted in (("label", [t.name for t in tasks]), ("numeric", numeric),
-                         ("categorical", categorical)):
-        absent = [c for c in wanted if c not in columns]
-        if absent:
-            raise DataError(f"{path}: no {kind} column(s) {absent}; columns are {columns}.")
+    check_columns_present(path, columns, (("label", [t.name for t in tasks]),
+                                          ("numeric", numeric), ("categorical", categorical)))
     label_names = [t.name for t in tasks]
     cols, lines = read_csv_with_lines(
         path, names=names, numeric=[*label_names, *numeric], sep=sep, header=header,
@@ -439,16 +463,10 @@ def load_csv_dataset(
     """
     if label_columns is None:
         raise UserError("label_columns is required, e.g. {'click': 'binary'}.")
-    tasks = _as_tasks(label_columns)
+    tasks = as_tasks(label_columns)
     if nonfinite not in NONFINITE_POLICIES:
         raise UserError(f"nonfinite must be one of {NONFINITE_POLICIES}, got {nonfinite!r}.")
-    for frac, what in ((validation_fraction, "validation_fraction"),
-                       (test_fraction, "test_fraction")):
-        if not 0 <= frac < 1:
-            raise UserError(f"{what} must be in [0, 1), got {frac}.")
-    if test_path is None and validation_fraction + test_fraction >= 1:
-        raise UserError(f"validation_fraction + test_fraction must be < 1, got "
-                        f"{validation_fraction} + {test_fraction}.")
+    check_fractions(validation_fraction, test_fraction, together=test_path is None)
     label_names = [t.name for t in tasks]
     overlap = sorted(set(label_names) & {*numeric, *(categorical or ())})
     if overlap:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from tfmtnas.errors import DataError
 from tfmtnas.features import FeatureSpec, TaskSpec
 
 FORMAT = 1
@@ -42,7 +43,15 @@ def shard_path(split: str, index: int, count: int) -> str:
 
 
 def vocabulary_path(feature: str) -> str:
-    """Path of a feature's vocabulary file, relative to the dataset folder."""
+    """Path of a feature's vocabulary file, relative to the dataset folder.
+
+    Raises:
+        DataError: the feature name cannot be a file name (it holds ``/`` or ``\\`` or
+            starts with ``.``).
+    """
+    if "/" in feature or "\\" in feature or feature.startswith("."):
+        raise DataError(f"Column {feature!r}: its vocabulary needs a file, and this name "
+                        f"cannot be a file name; rename the column or hash it.")
     return f"{VOCABULARY_DIR}/{feature}.txt"
 
 

@@ -25,7 +25,7 @@ import re
 
 import numpy as np
 
-from tfmtnas.data.base import DataError, MultiTaskData, Split
+from tfmtnas.data.base import FLOAT32_MAX, DataError, MultiTaskData, Split
 from tfmtnas.data.fetch import fetch_package_members
 from tfmtnas.errors import UserError
 from tfmtnas.features import FeatureSpec, TaskSpec
@@ -63,7 +63,6 @@ FILE_NAMES = {
 _GROUPLENS_ITEM_FIELDS = 5 + len(GENRES)  # id, title, release date, video date, url, flags
 _YEAR_IN_TITLE = re.compile(r"\((\d{4})\)")
 _YEAR_AT_END = re.compile(r"(\d{4})\s*$")
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def movielens_files(data_dir: str | os.PathLike | None = None) -> dict[str, pathlib.Path]:
@@ -153,7 +152,7 @@ def _numbers(path, lines, values, column: str, dtype) -> np.ndarray:
     for i, value in enumerate(values):
         try:
             out[i] = dtype(value.strip())
-            if not abs(out[i]) <= _FLOAT32_MAX:  # NaN, inf, or inf once cast to float32
+            if not abs(out[i]) <= FLOAT32_MAX:  # NaN, inf, or inf once cast to float32
                 raise ValueError(value)
         except ValueError:
             raise DataError(f"{path}:{lines[i]}: column {column!r} expects a finite number, "
