@@ -5,6 +5,8 @@
 - Signatures (:mod:`tfmtnas.export.signatures`): ``serving_default`` takes one named input
   per raw feature; ``predict_examples`` takes serialized ``tf.Example`` strings; both
   return one output per task.
+- :mod:`tfmtnas.export.metadata`: what ``assets.extra/tfmtnas.json`` records
+  (:class:`ExportMetadata`, :func:`read_metadata`).
 - :class:`SavedModelPredictor`: batch predictions from an exported folder.
 - :mod:`tfmtnas.export.client`: TF Serving gRPC requests and REST bodies from raw rows
   (needs ``tensorflow-serving-api``, the ``serving`` extra).
@@ -18,15 +20,9 @@ Example:
 """
 
 from tfmtnas.export.inputs import to_columns
+from tfmtnas.export.metadata import METADATA_FILE, ExportMetadata, read_metadata
 from tfmtnas.export.predictor import SavedModelPredictor
-from tfmtnas.export.saved_model import (
-    METADATA_FILE,
-    ExportMetadata,
-    export_saved_model,
-    load_signatures,
-    read_metadata,
-    write_saved_model,
-)
+from tfmtnas.export.saved_model import export_saved_model, load_signatures, write_saved_model
 from tfmtnas.export.signatures import (
     EXAMPLES_INPUT,
     EXAMPLES_SIGNATURE,

@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmtnas.export.inputs import Columns, Rows, to_columns
+from tfmtnas.export.metadata import read_metadata
 from tfmtnas.export.signatures import EXAMPLES_INPUT, EXAMPLES_SIGNATURE, SERVING_SIGNATURE
 from tfmtnas.features import FeatureSpec
 
@@ -181,8 +182,6 @@ def sample_row(spec: FeatureSpec) -> dict[str, object]:
 
 def curl_request(saved_model_dir: str | os.PathLike, model_name: str) -> str:
     """A ``curl`` command for TF Serving's REST API with one plausible row of the export."""
-    from tfmtnas.export.saved_model import read_metadata
-
     spec = read_metadata(saved_model_dir).spec
     body = rest_instances_body([sample_row(spec)], spec)
     return f"curl -X POST {rest_predict_url(model_name)} \\\n  -d '{body}'"

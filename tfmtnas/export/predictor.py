@@ -15,7 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfmtnas.export.inputs import Columns, Rows, to_columns
-from tfmtnas.export.saved_model import SERVING_SIGNATURE, load_signatures, read_metadata
+from tfmtnas.export.metadata import read_metadata
+from tfmtnas.export.saved_model import SERVING_SIGNATURE, load_signatures
 
 
 class SavedModelPredictor:
