@@ -43,9 +43,9 @@ def built_network(spec, seed=0, **kwargs) -> RoutingNetwork:
     net = RoutingNetwork(spec, **kwargs)
     net(X)
     randomize_weights(net, seed=seed, scale=0.7)
-    for v in net.gate_vars:
-        if "nddr_bn" in v:
-            var = v["nddr_bn"].moving_variance
+    for gates in net.group_gates:
+        if gates.nddr_bn is not None:
+            var = gates.nddr_bn.moving_variance
             var.assign(tf.abs(var) + 0.5)
     return net
 
@@ -54,35 +54,37 @@ def spec_masks(spec) -> list[np.ndarray]:
     return [g.fixed_mask for g in mixer_groups(spec)]
 
 
-def _row(v, kind, c):
-    return list(v[kind]).index(c)
+def _row(gates, kind, c):
+    return list(getattr(gates, kind)).index(c)
 
 
 def np_mix(net, g_i, x, producers, below, mask, training=False):
     """One mixer group, mixer by mixer: [B, E, H] producers -> [B, C, H]."""
-    g, v = net.groups[g_i], net.gate_vars[g_i]
+    g, v = net.groups[g_i], net.group_gates[g_i]
     out = []
     for c, gate in enumerate(g.gates):
         m = mask[c] * g.candidates[c]
         if gate == "mean":
             w = np.broadcast_to(m / m.sum(), [len(x), len(m)])
         elif gate == "static":
-            w = np.broadcast_to(m * v["static_w"].numpy()[_row(v, "static", c)], [len(x), len(m)])
+            w = np.broadcast_to(m * v.static_weights.numpy()[_row(v, "static", c)],
+                                [len(x), len(m)])
         elif gate == "softmax":
             pos = _row(v, "softmax", c)
             if g.query[c] < 0:
-                logits = x @ v["k_in"].numpy()[list(v["soft_in"]).index(pos)]
+                logits = x @ v.kernel_input.numpy()[list(v.input_rows).index(pos)]
             else:
-                logits = below[:, g.query[c]] @ v["k_mq"].numpy()[list(v["soft_mq"]).index(pos)]
-            logits = logits + v["b"].numpy()[pos]
+                logits = (below[:, g.query[c]]
+                          @ v.kernel_mixer.numpy()[list(v.mixer_rows).index(pos)])
+            logits = logits + v.bias.numpy()[pos]
             p = np.where(g.candidates[c] > 0, np_softmax(np.where(g.candidates[c] > 0, logits,
                                                                   -np.inf)), 0.0) * m
             w = p / p.sum(-1, keepdims=True)
         else:  # nddr: concat of the gated candidates, dense (no bias), batch norm
             n = _row(v, "nddr", c)
-            kernel = v["nddr_w"].numpy()[n]  # [E, H, H], indexed by producer
+            kernel = v.nddr_weights.numpy()[n]  # [E, H, H], indexed by producer
             fused = sum(m[e] * producers[:, e] @ kernel[e] for e in range(len(m)))
-            bn = v["nddr_bn"]
+            bn = v.nddr_bn
             h = fused.shape[-1]
             sl = slice(n * h, (n + 1) * h)
             if training:
@@ -139,9 +141,9 @@ def test_nddr_starts_as_identity_on_its_first_candidate():
     spec = hand_spec()
     net = RoutingNetwork(spec, prune_fixed=False)
     net(X)
-    for g, v in zip(net.groups, net.gate_vars, strict=True):
-        kernel = v["nddr_w"].numpy()
-        for n, c in enumerate(v["nddr"]):
+    for g, v in zip(net.groups, net.group_gates, strict=True):
+        kernel = v.nddr_weights.numpy()
+        for n, c in enumerate(v.nddr):
             for e in range(g.shape[1]):
                 expected = np.eye(kernel.shape[-1]) if e == g.first[c] else 0.0
                 np.testing.assert_array_equal(kernel[n, e], expected)
@@ -218,14 +220,14 @@ def test_pruned_network_is_cheaper_and_computes_the_same():
     for dst, src in zip(pruned.banks, unpruned.banks, strict=True):
         for d, s in zip(dst.kernels + dst.biases, src.kernels + src.biases, strict=True):
             d.assign(tf.gather(s, keep))
-    g0, u0 = pruned.gate_vars[0], unpruned.gate_vars[0]
-    g0["k_in"].assign(tf.gather(u0["k_in"], keep, axis=-1))
-    g0["b"].assign(tf.gather(u0["b"], keep, axis=-1))
-    assert "static_w" not in g0  # m2 is gone
-    g1, u1 = pruned.gate_vars[1], unpruned.gate_vars[1]
-    g1["k_in"].assign(tf.gather(u1["k_in"], keep, axis=-1))
-    g1["b"].assign(tf.gather(u1["b"], keep, axis=-1))
-    g1["static_w"].assign(tf.gather(u1["static_w"], keep, axis=-1))
+    g0, u0 = pruned.group_gates[0], unpruned.group_gates[0]
+    g0.kernel_input.assign(tf.gather(u0.kernel_input, keep, axis=-1))
+    g0.bias.assign(tf.gather(u0.bias, keep, axis=-1))
+    assert g0.static_weights is None  # m2 is gone
+    g1, u1 = pruned.group_gates[1], unpruned.group_gates[1]
+    g1.kernel_input.assign(tf.gather(u1.kernel_input, keep, axis=-1))
+    g1.bias.assign(tf.gather(u1.bias, keep, axis=-1))
+    g1.static_weights.assign(tf.gather(u1.static_weights, keep, axis=-1))
     assert_outputs_close(pruned(X), unpruned(X))
 
 
@@ -239,9 +241,9 @@ def test_nddr_cross_init_scales_the_identity_on_other_candidates():
     net = RoutingNetwork(spec, prune_fixed=False, nddr_cross_init=0.25)
     net(X)
     assert net.get_config()["nddr_cross_init"] == 0.25
-    for g, v in zip(net.groups, net.gate_vars, strict=True):
-        kernel = v["nddr_w"].numpy()
-        for n, c in enumerate(v["nddr"]):
+    for g, v in zip(net.groups, net.group_gates, strict=True):
+        kernel = v.nddr_weights.numpy()
+        for n, c in enumerate(v.nddr):
             for e in range(g.shape[1]):
                 eye = np.eye(kernel.shape[-1])
                 expected = (eye if e == g.first[c] else 0.25 * eye if g.candidates[c, e]
@@ -271,3 +273,36 @@ def test_an_all_off_mask_row_has_zero_output_and_a_finite_gradient():
         alone[1][1] = np.eye(3)[e]
         h_e = net(X, routes=[{"mask": tf.constant(m)} for m in alone])[1]
         np.testing.assert_allclose(grads[1][0, e], np.sum(coeff * h_e), rtol=1e-4, atol=1e-5)
+
+
+def _legacy_checkpoint_keys(search_queries: bool) -> list[str]:
+    """The checkpoint keys of ``hand_spec``'s network as written before ``GroupGates`` (per
+    group a dict ``gate_vars[g]``); weights saved then must restore."""
+    kernel_mixer = "g1_kernel_mixers" if search_queries else "g1_kernel_mixer"
+    variables = [f"banks/{i}/{w}_0" for i in (0, 1) for w in ("bias", "kernel")]
+    variables += [f"g0_{w}" for w in ("bias", "kernel_input", "nddr", "static")]
+    variables += ["g1_bias", "g1_kernel_input", kernel_mixer, "g1_nddr", "g1_static"]
+    variables += [f"gate_vars/{g}/nddr_bn/{w}" for g in (0, 1)
+                  for w in ("beta", "gamma", "moving_mean", "moving_variance")]
+    return [f"net/{v}/.ATTRIBUTES/VARIABLE_VALUE" for v in variables]
+
+
+@pytest.mark.parametrize("search_queries", [False, True])
+def test_checkpoint_layout_is_stable(tmp_path, search_queries):
+    net = built_network(hand_spec(), prune_fixed=False, search_queries=search_queries)
+    path = tf.train.Checkpoint(net=net).write(str(tmp_path / "ckpt"))
+    keys = sorted(name for name, _ in tf.train.list_variables(path)
+                  if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    assert keys == _legacy_checkpoint_keys(search_queries)
+    # Weight order (get_weights/set_weights): gate weights, experts, then batch norms.
+    names = [w.name.split("/", 1)[1] for w in net.weights]
+    assert names[:9] == [f"g0_{w}:0" for w in ("kernel_input", "bias", "static", "nddr")] + [
+        f"g1_{w}:0" for w in ("kernel_input", "kernel_mixers" if search_queries
+                              else "kernel_mixer", "bias", "static", "nddr")]
+    assert names[9:] == ["kernel_0:0", "bias_0:0"] * 2 + ["gamma:0", "beta:0"] * 2 + [
+        "moving_mean:0", "moving_variance:0"] * 2
+    again = built_network(hand_spec(), seed=1, prune_fixed=False, search_queries=search_queries)
+    tf.train.Checkpoint(net=again).read(path).assert_consumed()
+    for a, b in zip(net.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert_outputs_close(again(X, training=True), net(X, training=True), rtol=0, atol=0)

@@ -24,8 +24,8 @@ def _copy_bank(dst, src):
 
 def _copy_softmax(net, group, key, gate):
     """A softmax ExpertGate's kernel [C, D, E] and bias [C, E] into one mixer group."""
-    net.gate_vars[group][key].assign(gate.kernel)
-    net.gate_vars[group]["b"].assign(gate.bias)
+    getattr(net.group_gates[group], key).assign(gate.kernel)
+    net.group_gates[group].bias.assign(gate.bias)
 
 
 def copy_single_task(net, layer):
@@ -34,13 +34,13 @@ def copy_single_task(net, layer):
 
 def copy_mmoe(net, layer):
     _copy_bank(net.banks[0], layer.experts)
-    _copy_softmax(net, 0, "k_in", layer.gate)
+    _copy_softmax(net, 0, "kernel_input", layer.gate)
 
 
 def copy_cgc(net, layer):
     # Both order experts task 0's, task 1's, ..., then shared; gates tasks then shared.
     _copy_bank(net.banks[0], layer.experts)
-    _copy_softmax(net, 0, "k_in", layer.gate)
+    _copy_softmax(net, 0, "kernel_input", layer.gate)
 
 
 def copy_ple(net, layer):
@@ -49,19 +49,19 @@ def copy_ple(net, layer):
     # Level 0's gates (task gates and the shared gate) query the input; the gates of the
     # later levels query the mixer that feeds the same owner's experts, i.e. the previous
     # level's output for that task (or the shared output).
-    _copy_softmax(net, 0, "k_in", layer.levels[0].gate)
+    _copy_softmax(net, 0, "kernel_input", layer.levels[0].gate)
     for i, level in enumerate(layer.levels[1:], start=1):
-        assert "k_in" not in net.gate_vars[i]
-        _copy_softmax(net, i, "k_mq", level.gate)
+        assert net.group_gates[i].kernel_input is None
+        _copy_softmax(net, i, "kernel_mixer", level.gate)
 
 
 def copy_cross_stitch(net, layer):
     for bank, column in zip(net.banks, layer.columns, strict=True):
         _copy_bank(bank, column)
     # One unit after every layer; the last one mixes what the task outputs read.
-    assert len(layer.stitches) == len(net.gate_vars)
+    assert len(layer.stitches) == len(net.group_gates)
     for i, stitch in enumerate(layer.stitches):
-        net.gate_vars[i]["static_w"].assign(stitch.static_weights)
+        net.group_gates[i].static_weights.assign(stitch.static_weights)
 
 
 CASES = {
@@ -95,7 +95,7 @@ def test_preset_reproduces_dedicated_layer(kind, num_tasks):
     # Initial values that both take from the spec / constructor (static units) agree.
     if kind == "cross_stitch":
         for i, stitch in enumerate(layer.stitches):
-            np.testing.assert_allclose(net.gate_vars[i]["static_w"], stitch.static_weights)
+            np.testing.assert_allclose(net.group_gates[i].static_weights, stitch.static_weights)
     randomize_weights(layer, seed=3, scale=0.8)
     copy(net, layer)
     assert_outputs_close(net(X), layer(X))

@@ -24,15 +24,15 @@ MixerParams = dict[str, dict]
 def mixer_params(net: RoutingNetwork) -> list[MixerParams]:
     """Per group, per mixer name: its gate parameters as numpy arrays over the producers."""
     out = []
-    for g, v in zip(net.groups, net.gate_vars):
+    for g, gates in zip(net.groups, net.group_gates):
         producers = [e.name for e in net.spec.layers[g.producer_layer].experts]
         below = [m.name for m in net.spec.layers[g.producer_layer].mixers]
         params: MixerParams = {n: {"producers": producers} for n in g.names}
-        soft = list(v["softmax"])
+        soft = list(gates.softmax)
         if soft:
-            bias = v["b"].numpy()
-            k_in = v["k_in"].numpy() if "k_in" in v else None
-            k_mq = v["k_mq"].numpy() if "k_mq" in v else None
+            bias = gates.bias.numpy()
+            k_in = None if gates.kernel_input is None else gates.kernel_input.numpy()
+            k_mq = None if gates.kernel_mixer is None else gates.kernel_mixer.numpy()
             for j, c in enumerate(soft):
                 p = params[g.names[c]]
                 p["bias"] = bias[j]
@@ -42,19 +42,19 @@ def mixer_params(net: RoutingNetwork) -> list[MixerParams]:
                         h = k_mq.shape[1] // len(below)
                         p["k_mixer"] = {b: k_mq[j, i * h:(i + 1) * h] for i, b in enumerate(below)}
                 else:
-                    if j in v["soft_in"]:
-                        p["k_input"] = k_in[list(v["soft_in"]).index(j)]
+                    if j in gates.input_rows:
+                        p["k_input"] = k_in[list(gates.input_rows).index(j)]
                     else:
-                        r = list(v["soft_mq"]).index(j)
-                        p["k_mixer"] = {below[v["mq_index"][r]]: k_mq[r]}
-        if len(v["static"]):
-            static = v["static_w"].numpy()
-            for j, c in enumerate(v["static"]):
+                        r = list(gates.mixer_rows).index(j)
+                        p["k_mixer"] = {below[gates.query_mixers[r]]: k_mq[r]}
+        if len(gates.static):
+            static = gates.static_weights.numpy()
+            for j, c in enumerate(gates.static):
                 params[g.names[c]]["static"] = static[j]
-        if len(v["nddr"]):
-            w = v["nddr_w"].numpy()
-            bn = [x.numpy().reshape(len(v["nddr"]), -1) for x in v["nddr_bn"].weights]
-            for j, c in enumerate(v["nddr"]):
+        if len(gates.nddr):
+            w = gates.nddr_weights.numpy()
+            bn = [x.numpy().reshape(len(gates.nddr), -1) for x in gates.nddr_bn.weights]
+            for j, c in enumerate(gates.nddr):
                 params[g.names[c]].update(nddr=w[j], bn=[x[j] for x in bn])
         out.append(params)
     return out
@@ -72,27 +72,28 @@ def inherit_network(child: RoutingNetwork, parent: RoutingNetwork) -> None:
         rows = [parent_names.index(e.name) for e in child_layer.experts]
         bank.set_weights([w[rows] for w in pbank.get_weights()])
     parent_params = mixer_params(parent)
-    for g, v, src in zip(child.groups, child.gate_vars, parent_params):
+    for g, gates, src in zip(child.groups, child.group_gates, parent_params):
         producers = [e.name for e in child.spec.layers[g.producer_layer].experts]
         below = [m.name for m in child.spec.layers[g.producer_layer].mixers]
         p = [src[n] for n in g.names]
         cols = [_columns(q, producers) for q in p]
-        soft = list(v["softmax"])
+        soft = list(gates.softmax)
         if soft:
-            v["b"].assign(np.stack([p[c]["bias"][cols[c]] for c in soft]))
-            if "k_in" in v:
-                rows = [soft[j] for j in v["soft_in"]]
-                v["k_in"].assign(np.stack([p[c]["k_input"][:, cols[c]] for c in rows]))
-            if "k_mq" in v:
-                rows = [soft[j] for j in v["soft_mq"]]
-                v["k_mq"].assign(np.stack([p[c]["k_mixer"][below[g.query[c]]][:, cols[c]]
-                                           for c in rows]))
-        if len(v["static"]):
-            v["static_w"].assign(np.stack([p[c]["static"][cols[c]] for c in v["static"]]))
-        if len(v["nddr"]):
-            v["nddr_w"].assign(np.stack([p[c]["nddr"][cols[c]] for c in v["nddr"]]))
-            for i, weight in enumerate(v["nddr_bn"].weights):
-                weight.assign(np.concatenate([p[c]["bn"][i] for c in v["nddr"]]))
+            gates.bias.assign(np.stack([p[c]["bias"][cols[c]] for c in soft]))
+            if gates.kernel_input is not None:
+                rows = [soft[j] for j in gates.input_rows]
+                gates.kernel_input.assign(np.stack([p[c]["k_input"][:, cols[c]] for c in rows]))
+            if gates.kernel_mixer is not None:
+                rows = [soft[j] for j in gates.mixer_rows]
+                gates.kernel_mixer.assign(np.stack(
+                    [p[c]["k_mixer"][below[g.query[c]]][:, cols[c]] for c in rows]))
+        if len(gates.static):
+            gates.static_weights.assign(
+                np.stack([p[c]["static"][cols[c]] for c in gates.static]))
+        if len(gates.nddr):
+            gates.nddr_weights.assign(np.stack([p[c]["nddr"][cols[c]] for c in gates.nddr]))
+            for i, weight in enumerate(gates.nddr_bn.weights):
+                weight.assign(np.concatenate([p[c]["bn"][i] for c in gates.nddr]))
 
 
 def derive_child(search_model, inherit: bool = True) -> MultiTaskModel:

@@ -82,6 +82,54 @@ def mixer_groups(spec: RoutingSpec) -> list[MixerGroup]:
     return groups
 
 
+def _no_rows() -> np.ndarray:
+    return np.zeros(0, np.int64)
+
+
+@dataclasses.dataclass(eq=False)
+class GroupGates:
+    """The gate weights of one :class:`MixerGroup` and the mixer indices that address them.
+
+    The group's mixers are split by gate kind; each kind's weights hold one row per mixer
+    of that kind, in the order of the kind's index array. Weights of a kind the group does
+    not use are ``None``.
+
+    Attributes:
+        softmax: positions (in the group's mixer list) of the softmax mixers; likewise
+            ``static``, ``mean`` and ``nddr``.
+        restore: the permutation that puts the kinds' outputs, concatenated in the order
+            softmax, static, mean, nddr, back into mixer order.
+        bias: softmax logit bias ``[S, E]`` (``S`` softmax mixers, ``E`` producers).
+        kernel_input: softmax logit kernel on the input, one row per entry of
+            ``input_rows``: ``[S_in, d, E]``; with ``search_queries`` one per softmax mixer.
+        kernel_mixer: softmax logit kernel on a mixer of the layer below, one row per
+            entry of ``mixer_rows``: ``[S_mq, h, E]``; with ``search_queries``
+            ``[S, M * h, E]``, one ``h``-slice per mixer below.
+        input_rows: fixed queries: the softmax mixers (positions in ``softmax``) that
+            query the input.
+        mixer_rows: fixed queries: the softmax mixers that query a mixer below.
+        query_mixers: per entry of ``mixer_rows``, the mixer below it queries.
+        static_weights: static gate weights ``[S_static, E]``.
+        nddr_weights: NDDR fusion kernels ``[N, E, h, h]``.
+        nddr_bn: batch normalisation of the ``N`` fused NDDR features.
+    """
+
+    softmax: np.ndarray
+    static: np.ndarray
+    mean: np.ndarray
+    nddr: np.ndarray
+    restore: np.ndarray
+    bias: tf.Variable | None = None
+    kernel_input: tf.Variable | None = None
+    kernel_mixer: tf.Variable | None = None
+    input_rows: np.ndarray = dataclasses.field(default_factory=_no_rows)
+    mixer_rows: np.ndarray = dataclasses.field(default_factory=_no_rows)
+    query_mixers: np.ndarray = dataclasses.field(default_factory=_no_rows)
+    static_weights: tf.Variable | None = None
+    nddr_weights: tf.Variable | None = None
+    nddr_bn: keras.layers.BatchNormalization | None = None
+
+
 @keras.utils.register_keras_serializable(package="tfmtnas")
 class RoutingNetwork(keras.layers.Layer):
     """Compute a routing graph: ``[batch, d]`` -> one ``[batch, h]`` tensor per task.
@@ -127,54 +175,59 @@ class RoutingNetwork(keras.layers.Layer):
             shape = [None, in_dim] if i == 0 else [None, len(spec.layers[i].experts), in_dim]
             bank.build(tf.TensorShape(shape))
             in_dim = width[i]
-        self.gate_vars = []
-        for g_i, g in enumerate(self.groups):
-            h_p = width[g.producer_layer]
-            h_q = width[g.producer_layer - 1] if g.producer_layer > 0 else None
-            self.gate_vars.append(self._build_group(g_i, g, d, h_p, h_q))
+        self.group_gates = [
+            self._build_group(g_i, g, d, width[g.producer_layer],
+                              width[g.producer_layer - 1] if g.producer_layer > 0 else None)
+            for g_i, g in enumerate(self.groups)]
+        # Checkpoints name each NDDR batch normalisation gate_vars/<group>/nddr_bn (the
+        # layer's checkpoint layout before GroupGates); keeping that path lets weights
+        # saved earlier restore. Everything else is in ``group_gates``.
+        self.gate_vars = [{} if gates.nddr_bn is None else {"nddr_bn": gates.nddr_bn}
+                          for gates in self.group_gates]
         super().build(input_shape)
 
-    def _build_group(self, g_i: int, g: MixerGroup, d: int, h_p: int, h_q: int | None) -> dict:
+    def _build_group(self, g_i: int, g: MixerGroup, d: int, h_p: int,
+                     h_q: int | None) -> GroupGates:
         c, e = g.shape
         kinds = np.array(g.gates)
-        soft = np.flatnonzero(kinds == "softmax")
-        v: dict = {"softmax": soft, "static": np.flatnonzero(kinds == "static"),
-                   "mean": np.flatnonzero(kinds == "mean"), "nddr": np.flatnonzero(kinds == "nddr")}
+        soft, static, mean, nddr = (np.flatnonzero(kinds == k)
+                                    for k in ("softmax", "static", "mean", "nddr"))
+        gates = GroupGates(soft, static, mean, nddr,
+                           restore=np.argsort(np.concatenate([soft, static, mean, nddr])))
         init = _util.per_slice_initializer("glorot_uniform")
         add = lambda name, shape, initializer: self.add_weight(  # noqa: E731
             name=f"g{g_i}_{name}", shape=shape, initializer=initializer, dtype=self.dtype)
         if len(soft):
             if self.search_queries:
-                v["k_in"] = add("kernel_input", [len(soft), d, e], init)
+                gates.kernel_input = add("kernel_input", [len(soft), d, e], init)
                 if g.num_query_mixers:
-                    v["k_mq"] = add("kernel_mixers", [len(soft), g.num_query_mixers * h_q, e],
-                                    init)
+                    gates.kernel_mixer = add("kernel_mixers",
+                                             [len(soft), g.num_query_mixers * h_q, e], init)
             else:
                 q = np.array(g.query)[soft]
-                v["soft_in"], v["soft_mq"] = np.flatnonzero(q < 0), np.flatnonzero(q >= 0)
-                v["mq_index"] = q[q >= 0]
-                if len(v["soft_in"]):
-                    v["k_in"] = add("kernel_input", [len(v["soft_in"]), d, e], init)
-                if len(v["soft_mq"]):
-                    v["k_mq"] = add("kernel_mixer", [len(v["soft_mq"]), h_q, e], init)
-            v["b"] = add("bias", [len(soft), e], "zeros")
-        if len(v["static"]):
-            vals = (g.static_init * g.candidates)[v["static"]]
-            v["static_w"] = add("static", list(vals.shape),
-                                keras.initializers.Constant(vals.tolist()))
-        if len(v["nddr"]):
-            own = np.zeros((len(v["nddr"]), e, h_p, h_p), np.float32)
-            for j, row in enumerate(v["nddr"]):
+                gates.input_rows, gates.mixer_rows = np.flatnonzero(q < 0), np.flatnonzero(q >= 0)
+                gates.query_mixers = q[q >= 0]
+                if len(gates.input_rows):
+                    gates.kernel_input = add("kernel_input", [len(gates.input_rows), d, e], init)
+                if len(gates.mixer_rows):
+                    gates.kernel_mixer = add("kernel_mixer", [len(gates.mixer_rows), h_q, e],
+                                             init)
+            gates.bias = add("bias", [len(soft), e], "zeros")
+        if len(static):
+            vals = (g.static_init * g.candidates)[static]
+            gates.static_weights = add("static", list(vals.shape),
+                                       keras.initializers.Constant(vals.tolist()))
+        if len(nddr):
+            own = np.zeros((len(nddr), e, h_p, h_p), np.float32)
+            for j, row in enumerate(nddr):
                 for k in np.flatnonzero(g.candidates[row]):
                     own[j, k] = self.nddr_cross_init * np.eye(h_p)
                 own[j, g.first[row]] = np.eye(h_p)
-            v["nddr_w"] = add("nddr", list(own.shape), keras.initializers.Constant(own))
-            v["nddr_bn"] = keras.layers.BatchNormalization(name=f"g{g_i}_nddr_bn",
-                                                           dtype=self.dtype_policy)
-            v["nddr_bn"].build(tf.TensorShape([None, len(v["nddr"]) * h_p]))
-        order = np.concatenate([v[k] for k in ("softmax", "static", "mean", "nddr")])
-        v["restore"] = np.argsort(order)
-        return v
+            gates.nddr_weights = add("nddr", list(own.shape), keras.initializers.Constant(own))
+            gates.nddr_bn = keras.layers.BatchNormalization(name=f"g{g_i}_nddr_bn",
+                                                            dtype=self.dtype_policy)
+            gates.nddr_bn.build(tf.TensorShape([None, len(nddr) * h_p]))
+        return gates
 
     # -- call --------------------------------------------------------------------------
     def call(self, inputs, routes: Sequence[Mapping] | None = None, training=None):
@@ -197,69 +250,68 @@ class RoutingNetwork(keras.layers.Layer):
         return result
 
     def _mix(self, g_i, g, x, producers, mixed_below, route, training):
-        v = self.gate_vars[g_i]
+        gates = self.group_gates[g_i]
         dtype = producers.dtype
         cand = tf.constant(g.candidates, dtype)
         mask = route.get("mask")
         mask = tf.constant(g.fixed_mask, dtype) if mask is None else tf.cast(mask, dtype) * cand
         batched = mask.shape.rank == 3
         pieces = []
-        if len(v["softmax"]):
-            logits = self._softmax_logits(v, g, x, mixed_below, route.get("query")) + v["b"]
-            sel = v["softmax"]
+        if len(gates.softmax):
+            logits = (self._softmax_logits(gates, g, x, mixed_below, route.get("query"))
+                      + gates.bias)
+            sel = gates.softmax
             m = tf.gather(mask, sel, axis=-2)
             logits = tf.where(tf.constant(g.candidates[sel] > 0), logits,
                               tf.cast(_util.large_negative(dtype), dtype))
             p = tf.nn.softmax(logits, axis=-1) * m
             w = _normalise(p)
             pieces.append(tf.einsum("bce,beh->bch", w, producers))
-        for kind in ("static", "mean"):
-            if len(v[kind]):
-                m = tf.gather(mask, v[kind], axis=-2)
-                if kind == "static":
-                    w = m * v["static_w"]
-                else:
-                    w = _normalise(m)
+        for rows, static in ((gates.static, True), (gates.mean, False)):
+            if len(rows):
+                m = tf.gather(mask, rows, axis=-2)
+                w = m * gates.static_weights if static else _normalise(m)
                 eq = "bce,beh->bch" if batched else "ce,beh->bch"
                 pieces.append(tf.einsum(eq, w, producers))
-        if len(v["nddr"]):
-            m = tf.gather(mask, v["nddr"], axis=-2)
+        if len(gates.nddr):
+            m = tf.gather(mask, gates.nddr, axis=-2)
             eq = "bne,beh,nehk->bnk" if batched else "ne,beh,nehk->bnk"
-            fused = tf.einsum(eq, m, producers, v["nddr_w"])
+            fused = tf.einsum(eq, m, producers, gates.nddr_weights)
             n, h = fused.shape[1], fused.shape[2]
-            fused = v["nddr_bn"](tf.reshape(fused, [-1, n * h]), training=training)
+            fused = gates.nddr_bn(tf.reshape(fused, [-1, n * h]), training=training)
             pieces.append(tf.reshape(fused, [-1, n, h]))
         mixed = tf.concat(pieces, axis=1) if len(pieces) > 1 else pieces[0]
         if len(pieces) > 1:
-            mixed = tf.gather(mixed, v["restore"], axis=1)
+            mixed = tf.gather(mixed, gates.restore, axis=1)
         return mixed
 
-    def _softmax_logits(self, v, g, x, mixed_below, query):
+    def _softmax_logits(self, gates: GroupGates, g, x, mixed_below, query):
+        soft = gates.softmax
         if self.search_queries:
-            logits = tf.einsum("bd,cde->bce", x, v["k_in"])
-            if "k_mq" not in v:
+            logits = tf.einsum("bd,cde->bce", x, gates.kernel_input)
+            if gates.kernel_mixer is None:
                 return logits
             if query is None:
-                q = np.zeros((len(v["softmax"]), 1 + g.num_query_mixers), np.float32)
-                for j, c in enumerate(v["softmax"]):
+                q = np.zeros((len(soft), 1 + g.num_query_mixers), np.float32)
+                for j, c in enumerate(soft):
                     q[j, g.query[c] + 1] = 1
                 query = tf.constant(q)
-            query = tf.cast(tf.gather(query, v["softmax"], axis=0), x.dtype)
+            query = tf.cast(tf.gather(query, soft, axis=0), x.dtype)
             # Each mixer query option m has its own kernel slice; the choice is a one-hot mix.
-            per = tf.reshape(v["k_mq"], [len(v["softmax"]), g.num_query_mixers, -1,
-                                         v["k_mq"].shape[-1]])
+            per = tf.reshape(gates.kernel_mixer, [len(soft), g.num_query_mixers, -1,
+                                                  gates.kernel_mixer.shape[-1]])
             below = tf.einsum("bmh,cmhe->bcme", mixed_below, per)
             return (query[:, :1][tf.newaxis] * logits
                     + tf.einsum("cm,bcme->bce", query[:, 1:], below))
         parts = []
-        if "k_in" in v:
-            parts.append(tf.einsum("bd,cde->bce", x, v["k_in"]))
-        if "k_mq" in v:
-            q = tf.gather(mixed_below, v["mq_index"], axis=1)
-            parts.append(tf.einsum("bch,che->bce", q, v["k_mq"]))
+        if gates.kernel_input is not None:
+            parts.append(tf.einsum("bd,cde->bce", x, gates.kernel_input))
+        if gates.kernel_mixer is not None:
+            q = tf.gather(mixed_below, gates.query_mixers, axis=1)
+            parts.append(tf.einsum("bch,che->bce", q, gates.kernel_mixer))
         if len(parts) == 1:
             return parts[0]
-        order = np.concatenate([v["soft_in"], v["soft_mq"]])
+        order = np.concatenate([gates.input_rows, gates.mixer_rows])
         return tf.gather(tf.concat(parts, axis=1), np.argsort(order), axis=1)
 
     def get_config(self) -> dict:
