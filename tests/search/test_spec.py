@@ -2,10 +2,22 @@
 
 import json
 
+import numpy as np
 import pytest
 
-from tfmtnas.search import Expert, Layer, Mixer, RoutingSpec, SpecError, preset, prune, reachable
+from tfmtnas.search import (
+    Expert,
+    Layer,
+    Mixer,
+    RoutingSpec,
+    SpecError,
+    mixer_groups,
+    preset,
+    prune,
+    reachable,
+)
 from tfmtnas.search.methods import METHODS, search_space
+from tfmtnas.search.spec import INPUT
 
 PRESETS = ("single_task", "shared_bottom", "mmoe", "cgc", "ple", "cross_stitch")
 
@@ -51,6 +63,54 @@ def test_preset_json_round_trip(kind, tasks):
     assert again.to_json() == text
     assert not spec.searched
     assert json.loads(text)["tasks"] == tasks
+
+
+def _wiring(spec: RoutingSpec) -> list[list[int]]:
+    """Per layer, per expert: the index of the mixer it reads (-1: the input)."""
+    return [[-1 if e.input == INPUT else [m.name for m in ly.mixers].index(e.input)
+             for e in ly.experts] for ly in spec.layers]
+
+
+@pytest.mark.parametrize("kind", PRESETS)
+@pytest.mark.parametrize("tasks, plain_tasks", [(["shared", "b"], ["a", "b"]),
+                                                (["b", "shared", "_shared"], ["a", "b", "c"])],
+                         ids=["shared", "shared_and__shared"])
+def test_a_task_may_be_called_shared(kind, tasks, plain_tasks):
+    sizes = dict(expert_units=(8, 4), num_experts=3, num_task_experts=2,
+                 num_shared_experts=1, num_levels=3)
+    named, plain = preset(kind, tasks, **sizes), preset(kind, plain_tasks, **sizes)
+    assert RoutingSpec.from_json(named.to_json()) == named
+    assert [m.name for m in named.outputs] == tasks
+    # The same graph as with other task names: mixer by mixer the same candidates, masks,
+    # gates, queries and initial values, and every expert reads the same mixer.
+    for n, p in zip(mixer_groups(named), mixer_groups(plain), strict=True):
+        for field in ("candidates", "fixed_mask", "static_init", "searched"):
+            np.testing.assert_array_equal(getattr(n, field), getattr(p, field))
+        assert (n.gates, n.query, n.first) == (p.gates, p.query, p.first)
+    assert _wiring(named) == _wiring(plain)
+
+
+def test_cgc_task_called_shared_keeps_its_experts_to_itself():
+    spec = preset("cgc", ["shared", "b"], num_task_experts=1, num_shared_experts=1)
+    own, own_b, pool = [e.name for e in spec.layers[0].experts]
+    assert (own, own_b, pool) == ("l0_shared_0", "l0_b_1", "l0__shared_2")
+    reads = {m.name: [c for c, on in zip(m.candidates, m.mask, strict=True) if on]
+             for m in spec.outputs}
+    assert reads == {"shared": [own, pool], "b": [own_b, pool]}
+
+
+def test_ple_with_a_task_called_shared_names_the_pool_apart():
+    spec = preset("ple", ["a", "shared"], num_levels=2, num_task_experts=1,
+                  num_shared_experts=1)
+    assert [m.name for m in spec.layers[1].mixers] == ["l1_in_a", "l1_in_shared",
+                                                       "l1_in__shared"]
+    assert [(e.name, e.input) for e in spec.layers[1].experts] == [
+        ("l1_a_0", "l1_in_a"), ("l1_shared_1", "l1_in_shared"),
+        ("l1__shared_2", "l1_in__shared")]
+    # Names for other tasks are as they always were.
+    assert [e.name for e in preset("ple", ["a", "b"], num_levels=2, num_task_experts=1,
+                                   num_shared_experts=1).layers[1].experts] == [
+        "l1_a_0", "l1_b_1", "l1_shared_2"]
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -275,8 +275,19 @@ def _full(name: str, candidates: Sequence[str], gate: str = "softmax", query: st
                  gate, query, static_init)
 
 
-def _own_and_shared(names: Sequence[str], owners: Sequence[str], task: str) -> tuple[int, ...]:
-    return tuple(int(o in (task, "shared")) for o in owners)
+def _own_and_shared(owners: Sequence[str | None], task: str) -> tuple[int, ...]:
+    """Mask over experts by owner (a task, or ``None`` for the shared pool): the task's own
+    experts and the shared ones."""
+    return tuple(int(o is None or o == task) for o in owners)
+
+
+def _pool_label(tasks: Sequence[str]) -> str:
+    """The shared pool's part of expert and mixer names: ``shared``, or, when a task has
+    that name, ``shared`` with as many leading underscores as make it no task's name."""
+    label = "shared"
+    while label in tasks:
+        label = f"_{label}"
+    return label
 
 
 def preset(kind: str, tasks: Sequence[str], expert_units: Sequence[int] = (64,),
@@ -302,26 +313,28 @@ def preset(kind: str, tasks: Sequence[str], expert_units: Sequence[int] = (64,),
         return RoutingSpec(tasks, (Layer(units, tuple(Expert(e) for e in experts)),), tuple(outs))
     if kind in ("cgc", "ple"):
         levels = 1 if kind == "cgc" else num_levels
-        owners = [t for t in tasks for _ in range(num_task_experts)]
-        owners += ["shared"] * num_shared_experts
-        layers, queries = [], {t: INPUT for t in tasks}
+        # Owner of each expert: a task, or None for the shared pool (named ``pool``).
+        owners: list[str | None] = [t for t in tasks for _ in range(num_task_experts)]
+        owners += [None] * num_shared_experts
+        pool = _pool_label(tasks)
+        label = {**{t: t for t in tasks}, None: pool}
+        layers, queries = [], dict.fromkeys(label, INPUT)
         prev: list[str] = []
         for lvl in range(levels):
-            names = [f"l{lvl}_{o}_{i}" for i, o in enumerate(owners)]
+            names = [f"l{lvl}_{label[o]}_{i}" for i, o in enumerate(owners)]
             mixers = []
             if lvl > 0:
                 for t in tasks:
                     mixers.append(_full(f"l{lvl}_in_{t}", prev, query=queries[t],
-                                        mask=_own_and_shared(prev, owners, t)))
-                mixers.append(_full(f"l{lvl}_in_shared", prev, query=queries["shared"]))
-                queries = {t: f"l{lvl}_in_{t}" for t in [*tasks, "shared"]}
-                experts = [Expert(n, f"l{lvl}_in_{o}") for n, o in zip(names, owners)]
+                                        mask=_own_and_shared(owners, t)))
+                mixers.append(_full(f"l{lvl}_in_{pool}", prev, query=queries[None]))
+                queries = {o: f"l{lvl}_in_{label[o]}" for o in label}
+                experts = [Expert(n, f"l{lvl}_in_{label[o]}") for n, o in zip(names, owners)]
             else:
-                queries["shared"] = INPUT
                 experts = [Expert(n) for n in names]
             layers.append(Layer(units, tuple(experts), tuple(mixers)))
             prev = names
-        outs = [_full(t, prev, query=queries[t], mask=_own_and_shared(prev, owners, t))
+        outs = [_full(t, prev, query=queries[t], mask=_own_and_shared(owners, t))
                 for t in tasks]
         return RoutingSpec(tasks, tuple(layers), tuple(outs))
     if kind == "cross_stitch":
