@@ -21,12 +21,42 @@ import ctypes
 import ctypes.util
 import os
 import shutil
+import signal
 import uuid
 from pathlib import Path
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 ASIDE_MARK = ".aside-"
+# Fault injection for the kill tests: a process whose environment names one of the points
+# passed to :func:`fault_point` kills itself there with SIGKILL, as a crash would.
+FAULT_ENV = "TFMTNAS_FAULT_POINT"
+
+
+def fault_point(name: str) -> None:
+    """Die here (SIGKILL) if ``$TFMTNAS_FAULT_POINT`` is ``name``; a no-op otherwise.
+
+    Example:
+        >>> fault_point("publish")  # nothing happens unless the variable names it
+    """
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host.
+
+    Example:
+        >>> pid_alive(os.getpid())
+        True
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def atomic_write(path: str | os.PathLike, text: str) -> None:
@@ -87,11 +117,13 @@ def replace_dir(staged: str | os.PathLike, final: str | os.PathLike) -> None:
     if not final.exists():
         os.rename(staged, final)
         return
-    if _exchange(staged, final):
+    # The fault point forces the two-rename fallback, so tests can kill between its renames.
+    if os.environ.get(FAULT_ENV) != "replace_dir_aside" and _exchange(staged, final):
         shutil.rmtree(staged, ignore_errors=True)
         return
     aside = final.with_name(f".{final.name}{ASIDE_MARK}{uuid.uuid4().hex[:8]}")
     os.rename(final, aside)
+    fault_point("replace_dir_aside")
     os.rename(staged, final)
     shutil.rmtree(aside, ignore_errors=True)
 
@@ -121,4 +153,4 @@ def restore_aside(final: str | os.PathLike) -> bool:
     return True
 
 
-__all__ = ["atomic_write", "replace_dir", "restore_aside"]
+__all__ = ["atomic_write", "fault_point", "pid_alive", "replace_dir", "restore_aside"]
