@@ -31,18 +31,9 @@ from absl import logging
 
 from tfmtnas.data import layout
 from tfmtnas.data.base import DataError
+from tfmtnas.fsutil import pid_alive
 
 _OWNER = ".owner"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def remove_stale(out: Path) -> list[Path]:
@@ -56,7 +47,7 @@ def remove_stale(out: Path) -> list[Path]:
                 pid = int(pid)
             except (OSError, ValueError):
                 owner_host, pid = host, None
-            if owner_host != host or (pid is not None and _alive(pid)):
+            if owner_host != host or (pid is not None and pid_alive(pid)):
                 continue  # another machine's or a live run's
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
