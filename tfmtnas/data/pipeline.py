@@ -22,6 +22,43 @@ from tfmtnas.features import FeaturePreprocessor, FeatureSpec
 _LOOKUP_CHUNK = 16384
 
 
+def seeded_shuffle(ds: tf.data.Dataset, buffer_size: int, seed: int | None,
+                   epoch: tf.Variable | None = None) -> tf.data.Dataset:
+    """``ds`` shuffled afresh each epoch; with ``epoch``, in an order fixed by the epoch number.
+
+    Without ``epoch`` the order of the k-th pass depends on how many passes this dataset
+    object made before, so a run resumed at epoch k would see epoch 0's order again. With
+    ``epoch`` (an int64 variable a callback sets at each epoch's start) the order is a
+    function of ``(seed, epoch)`` only: a resumed run sees exactly the uninterrupted run's
+    data order.
+
+    Example:
+        >>> epoch = tf.Variable(0, dtype=tf.int64)
+        >>> ds = seeded_shuffle(tf.data.Dataset.range(5), 5, seed=1, epoch=epoch)
+        >>> first = list(ds.as_numpy_iterator()); epoch.assign(1)
+        >>> sorted(list(ds.as_numpy_iterator())) == sorted(first)
+        True
+    """
+    if epoch is None:
+        return ds.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=True)
+    base = tf.constant(0 if seed is None else seed, tf.int64) * 1_000_003
+
+    def one_epoch(_):
+        # With a graph-level seed of 0 (set_random_seed(0)), TensorFlow's seed resolution
+        # compares the op seed with 0 in Python, which a tensor seed cannot answer; the
+        # order here depends on (seed, epoch) only, so the graph-level seed is left out.
+        graph = tf.compat.v1.get_default_graph()
+        saved, graph.seed = graph.seed, None
+        try:
+            return ds.shuffle(buffer_size, seed=base + epoch.read_value(),
+                              reshuffle_each_iteration=False)
+        finally:
+            graph.seed = saved
+
+    return tf.data.Dataset.from_tensors(0).flat_map(
+        tf.autograph.experimental.do_not_convert(one_epoch))
+
+
 def _raw_dataset(split: Split, spec: FeatureSpec) -> tf.data.Dataset:
     missing = [n for n in spec.names if n not in split.features]
     if missing:
@@ -45,6 +82,7 @@ def make_dataset(
     seed: int | None = None,
     repeat: bool = False,
     input_context: tf.distribute.InputContext | None = None,
+    epoch: tf.Variable | None = None,
 ) -> tf.data.Dataset:
     """A dataset of ``(features, labels)`` batches ready for the model core.
 
@@ -56,6 +94,8 @@ def make_dataset(
         seed: shuffle seed.
         repeat: repeat forever (for step-driven loops).
         input_context: ``tf.distribute`` input context; the data is sharded per worker.
+        epoch: an int64 variable holding the current epoch: the shuffle order is then a
+            function of ``(seed, epoch)`` (see :func:`seeded_shuffle`).
     """
     if len(split) == 0:
         raise DataError("Cannot build a dataset from an empty split.")
@@ -86,10 +126,12 @@ def make_dataset(
         .unbatch()
     )
     if shuffle:
-        ds = ds.shuffle(min(len(split), 200_000), seed=seed, reshuffle_each_iteration=True)
+        ds = seeded_shuffle(ds, min(len(split), 200_000), seed, epoch)
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size)
     if empty:
         ds = ds.map(restore)
+    if not repeat and input_context is None:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-len(split) // batch_size)))
     return ds.prefetch(tf.data.AUTOTUNE)

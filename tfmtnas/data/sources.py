@@ -48,7 +48,8 @@ def split_dataset(data: DataSource, split: str, batch_size: int, shuffle: bool =
                   seed: int | None = None, repeat: bool = False,
                   input_context: tf.distribute.InputContext | None = None,
                   half: int | None = None, half_seed: int | None = None,
-                  shuffle_buffer: int | None = None) -> tf.data.Dataset:
+                  shuffle_buffer: int | None = None, epoch: tf.Variable | None = None
+                  ) -> tf.data.Dataset:
     """``(preprocessed features, labels)`` batches of ``split`` of either kind of source.
 
     Args:
@@ -64,6 +65,8 @@ def split_dataset(data: DataSource, split: str, batch_size: int, shuffle: bool =
         half_seed: seed that picks the in-memory halves (default ``seed``); give both
             halves the same one.
         shuffle_buffer: records in the shuffle buffer of prepared data (default 100,000).
+        epoch: an int64 variable holding the current epoch, to make the shuffle order a
+            function of ``(seed, epoch)`` (resumed runs read what uninterrupted ones would).
     """
     if half not in (None, 0, 1):
         raise ValueError(f"half must be None, 0 or 1, got {half!r}.")
@@ -71,12 +74,12 @@ def split_dataset(data: DataSource, split: str, batch_size: int, shuffle: bool =
         kwargs = {} if shuffle_buffer is None else {"shuffle_buffer": shuffle_buffer}
         return data.dataset(split, batch_size, shuffle=shuffle, seed=seed, repeat=repeat,
                             input_context=input_context,
-                            part=None if half is None else (half, 2), **kwargs)
+                            part=None if half is None else (half, 2), epoch=epoch, **kwargs)
     if half_seed is None:
         half_seed = 0 if seed is None else seed
     rows = _in_memory_split(data, split, half, half_seed)
     return make_dataset(rows, data.spec, batch_size, shuffle=shuffle, seed=seed, repeat=repeat,
-                        input_context=input_context)
+                        input_context=input_context, epoch=epoch)
 
 
 def search_pairs(data: DataSource, halves: bool, batch_size: int, seed: int | None = None,
