@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-from tfmtnas.pipelines.errors import binary_main
+from tfmtnas.pipelines.errors import binary_main, run_binary
 
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("data_dir", None, "Directory with the UCI files (default: fetch and cache).")
@@ -120,7 +120,7 @@ def export_best(models: dict) -> str:
 
 
 def run():
-    app.run(main)
+    run_binary(main, __name__)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""What every binary's ``main`` shares: quiet logging and one-line errors for bad input.
+"""What every binary's ``main`` shares: quiet logging, one-line errors for bad input, and
+help that lists the binary's flags however it is started.
 
 Only :class:`~tfmtnas.errors.UserError` (bad flags, data, model dirs) becomes a one-line
 message with exit status 2. Any other exception is a bug and keeps its traceback (exit 1).
@@ -10,7 +11,7 @@ import functools
 import sys
 from collections.abc import Callable
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from tfmtnas.errors import UserError
 
@@ -42,3 +43,20 @@ def binary_main(program: str) -> Callable:
         return run
 
     return wrap
+
+
+def run_binary(main: Callable, module: str) -> None:
+    """``app.run(main)`` for the binary module named ``module`` (pass its ``__name__``).
+
+    absl's ``--helpshort`` (and ``--help``) lists the key flags of the module named
+    ``sys.argv[0]``: the binary's own module under ``python -m``, but the launcher script
+    when the binary runs as an installed console script (``tfmtnas-train``), which defines
+    no flag. The binary's key flags are made the launcher's too, and the binary's docstring
+    becomes the usage text when the launcher has none.
+    """
+    main_module = sys.modules["__main__"]
+    for flag in flags.FLAGS.get_key_flags_for_module(module):
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+    if not getattr(main_module, "__doc__", None):
+        main_module.__doc__ = sys.modules[module].__doc__
+    app.run(main)

@@ -17,7 +17,7 @@ from absl import app, flags
 
 from tfmtnas.errors import MissingFileError, UserError
 from tfmtnas.pipelines import flags as pipeline_flags
-from tfmtnas.pipelines.errors import binary_main
+from tfmtnas.pipelines.errors import binary_main, run_binary
 
 pipeline_flags.define_export_flags()
 flags.adopt_module_key_flags(pipeline_flags)  # --helpshort lists them
@@ -91,7 +91,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_binary(main, __name__)
 
 
 if __name__ == "__main__":

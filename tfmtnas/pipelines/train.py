@@ -13,7 +13,7 @@ import json
 from absl import app, flags
 
 from tfmtnas.pipelines import flags as pipeline_flags
-from tfmtnas.pipelines.errors import binary_main
+from tfmtnas.pipelines.errors import binary_main, run_binary
 
 pipeline_flags.define_data_flags()
 pipeline_flags.define_model_flags()
@@ -34,7 +34,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_binary(main, __name__)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """Pictures of a search: the learned allocation (probabilities) and the derived graph.
 
+Figures are drawn on their own Agg canvas (:class:`matplotlib.figure.Figure`, no
+``pyplot``): importing or calling this module never selects or changes the process's
+matplotlib backend, and needs no display.
+
 Example:
     >>> plot_allocation(method, "allocation.png")
     >>> plot_graph(method.derive(), "derived_graph.png")
@@ -9,13 +13,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from tfmtnas.search.network import mixer_groups
+from tfmtnas.search.spec import INPUT, RoutingSpec
 
-from tfmtnas.search.network import mixer_groups  # noqa: E402
-from tfmtnas.search.spec import INPUT, RoutingSpec  # noqa: E402
+
+def _figure(figsize: tuple[float, float]) -> Figure:
+    """A figure with its own Agg canvas (PNG without a GUI, whatever the global backend)."""
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def plot_allocation(method, path: str | Path) -> Path:
@@ -23,7 +32,8 @@ def plot_allocation(method, path: str | Path) -> Path:
     groups = method.groups
     probs = method.probabilities()
     producers = [[e.name for e in method.spec.layers[g.producer_layer].experts] for g in groups]
-    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups) + 1, 3.2), squeeze=False)
+    fig = _figure((3.2 * len(groups) + 1, 3.2))
+    axes = fig.subplots(1, len(groups), squeeze=False)
     for ax, g, p, names in zip(axes[0], groups, probs, producers):
         im = ax.imshow(p, vmin=0, vmax=1, cmap="Blues")
         ax.set_xticks(range(len(names)), names, rotation=60, fontsize=7)
@@ -51,7 +61,8 @@ def plot_graph(spec: RoutingSpec, path: str | Path) -> Path:
     for y, row in enumerate(rows):
         for x, name in enumerate(row):
             pos[(y, name)] = ((x + 1) / (len(row) + 1), y)
-    fig, ax = plt.subplots(figsize=(max(4, 1.3 * max(len(r) for r in rows)), 1.4 * len(rows)))
+    fig = _figure((max(4, 1.3 * max(len(r) for r in rows)), 1.4 * len(rows)))
+    ax = fig.subplots()
     for i, ly in enumerate(spec.layers):
         mixers = {m.name: m for m in ly.mixers}
         for e in ly.experts:
@@ -80,7 +91,6 @@ def _save(fig, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
