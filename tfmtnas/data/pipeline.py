@@ -23,14 +23,15 @@ _LOOKUP_CHUNK = 16384
 
 
 def seeded_shuffle(ds: tf.data.Dataset, buffer_size: int, seed: int | None,
-                   epoch: tf.Variable | None = None) -> tf.data.Dataset:
+                   epoch: tf.Variable | None = None, repeat: bool = False) -> tf.data.Dataset:
     """``ds`` shuffled afresh each epoch; with ``epoch``, in an order fixed by the epoch number.
 
     Without ``epoch`` the order of the k-th pass depends on how many passes this dataset
     object made before, so a run resumed at epoch k would see epoch 0's order again. With
     ``epoch`` (an int64 variable a callback sets at each epoch's start) the order is a
     function of ``(seed, epoch)`` only: a resumed run sees exactly the uninterrupted run's
-    data order.
+    data order. With ``repeat`` the shuffled data repeats forever, each pass in a new order
+    (still a function of ``(seed, epoch)``).
 
     Example:
         >>> epoch = tf.Variable(0, dtype=tf.int64)
@@ -40,7 +41,8 @@ def seeded_shuffle(ds: tf.data.Dataset, buffer_size: int, seed: int | None,
         True
     """
     if epoch is None:
-        return ds.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(buffer_size, seed=seed, reshuffle_each_iteration=True)
+        return ds.repeat() if repeat else ds
     base = tf.constant(0 if seed is None else seed, tf.int64) * 1_000_003
 
     def one_epoch(_):
@@ -50,8 +52,9 @@ def seeded_shuffle(ds: tf.data.Dataset, buffer_size: int, seed: int | None,
         graph = tf.compat.v1.get_default_graph()
         saved, graph.seed = graph.seed, None
         try:
-            return ds.shuffle(buffer_size, seed=base + epoch.read_value(),
-                              reshuffle_each_iteration=False)
+            shuffled = ds.shuffle(buffer_size, seed=base + epoch.read_value(),
+                                  reshuffle_each_iteration=True)
+            return shuffled.repeat() if repeat else shuffled
         finally:
             graph.seed = saved
 
@@ -126,8 +129,8 @@ def make_dataset(
         .unbatch()
     )
     if shuffle:
-        ds = seeded_shuffle(ds, min(len(split), 200_000), seed, epoch)
-    if repeat:
+        ds = seeded_shuffle(ds, min(len(split), 200_000), seed, epoch, repeat)
+    elif repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size)
     if empty:

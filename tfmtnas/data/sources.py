@@ -83,13 +83,16 @@ def split_dataset(data: DataSource, split: str, batch_size: int, shuffle: bool =
 
 
 def search_pairs(data: DataSource, halves: bool, batch_size: int, seed: int | None = None,
-                 shuffle_buffer: int | None = None) -> tuple[tf.data.Dataset, int]:
+                 shuffle_buffer: int | None = None, epoch: tf.Variable | None = None
+                 ) -> tuple[tf.data.Dataset, int]:
     """``(weight batch, architecture batch)`` pairs for a search ``train_step``, and the
     number of weight rows (one epoch is one pass over them).
 
     With ``halves`` the weights train on one half of the training split and the
     architecture on the other (MTL-NAS); otherwise on the training and validation splits.
-    The architecture stream repeats as needed.
+    The architecture stream repeats as needed. With ``epoch`` (the current epoch in an int64
+    variable) both streams' orders are functions of ``(seed, epoch)``, so a resumed search
+    reads what the uninterrupted one read.
     """
     if halves:
         (w_split, w_half), (a_split, a_half) = ("train", 0), ("train", 1)
@@ -100,8 +103,8 @@ def search_pairs(data: DataSource, halves: bool, batch_size: int, seed: int | No
         raise DataError("The architecture split is empty: a search needs examples for its "
                         "architecture step (validation rows, or two halves of train).")
     weights = split_dataset(data, w_split, batch_size, shuffle=True, seed=seed, half=w_half,
-                            half_seed=s, shuffle_buffer=shuffle_buffer)
+                            half_seed=s, shuffle_buffer=shuffle_buffer, epoch=epoch)
     arch = split_dataset(data, a_split, batch_size, shuffle=True,
                          seed=None if seed is None else seed + 1, repeat=True, half=a_half,
-                         half_seed=s, shuffle_buffer=shuffle_buffer)
+                         half_seed=s, shuffle_buffer=shuffle_buffer, epoch=epoch)
     return tf.data.Dataset.zip((weights, arch)), num_rows(data, w_split, w_half, s)

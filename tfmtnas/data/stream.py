@@ -204,8 +204,8 @@ def make_stream_dataset(
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     if shuffle:
-        ds = seeded_shuffle(ds, shuffle_buffer, seed, epoch)
-    if repeat:
+        ds = seeded_shuffle(ds, shuffle_buffer, seed, epoch, repeat)
+    elif repeat:
         ds = ds.repeat()
     description = layout.record_description(spec, tasks)
     preprocessor = FeaturePreprocessor(spec)
