@@ -48,7 +48,10 @@ class FeatureEmbedding(keras.layers.Layer):
         numeric = tf.cast(inputs["numeric"], self.compute_dtype)
         if not self.num_categorical:
             return numeric
-        emb = tf.gather(self.table, inputs["categorical"])
+        # embedding_lookup, not gather: on a table sharded over parameter servers
+        # (ShardedVariable), tf.gather of 1-D ids [3, 700, 3, 999] returned rows out of order
+        # (TF 2.21); embedding_lookup reads each shard and stitches the rows back in order.
+        emb = tf.nn.embedding_lookup(self.table, inputs["categorical"])
         emb = tf.reshape(emb, [-1, self.num_categorical * self.embedding_dim])
         return tf.concat([tf.cast(emb, self.compute_dtype), numeric], axis=1)
 

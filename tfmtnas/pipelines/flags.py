@@ -97,6 +97,18 @@ def define_training_flags() -> None:
     flags.DEFINE_string("model_dir", None, "Where to write config, weights and metrics.")
 
 
+@_once
+def define_strategy_flags() -> None:
+    """``--strategy`` of ``tfmtnas-train``."""
+    from tfmtnas.distribute import STRATEGIES
+
+    flags.DEFINE_enum("strategy", "default", STRATEGIES,
+                      "tf.distribute strategy. default: one device; mirrored: every local "
+                      "device; multi_worker: every worker in TF_CONFIG runs this command; "
+                      "parameter_server: the chief in TF_CONFIG runs this command, workers "
+                      "and parameter servers run `python -m tfmtnas.pipelines.server`.")
+
+
 def dataset_options() -> dict:
     """Dataset-specific keyword arguments for :func:`tfmtnas.data.load_dataset`."""
     if FLAGS.dataset == "synthetic":
@@ -134,7 +146,8 @@ def train_config():
         embedding_dim=FLAGS.embedding_dim, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
         learning_rate=FLAGS.learning_rate, optimizer=FLAGS.optimizer, seed=FLAGS.seed,
         jit_compile=FLAGS.jit_compile, model_dir=FLAGS.model_dir,
-        dataset_options=dataset_options())
+        dataset_options=dataset_options(),
+        strategy=FLAGS.strategy if "strategy" in FLAGS else "default")
 
 
 @_once

@@ -18,6 +18,7 @@ from tfmtnas.pipelines.errors import binary_main, run_binary
 pipeline_flags.define_data_flags()
 pipeline_flags.define_model_flags()
 pipeline_flags.define_training_flags()
+pipeline_flags.define_strategy_flags()
 flags.adopt_module_key_flags(pipeline_flags)  # --helpshort lists them
 
 

@@ -13,13 +13,16 @@ import json
 import math
 import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+from absl import logging
+
 from tfmtnas import keras
-from tfmtnas.data import DataSource, load_dataset, split_dataset
+from tfmtnas.data import DataSource, load_dataset, num_rows, split_dataset
 from tfmtnas.errors import DivergedError, MissingFileError, UserError
 from tfmtnas.features import FeatureSpec
 from tfmtnas.fsutil import atomic_write, replace_dir, restore_aside
@@ -48,6 +51,7 @@ class TrainConfig:
     jit_compile: bool = True
     model_dir: str | None = None
     dataset_options: dict = dataclasses.field(default_factory=dict)
+    strategy: str = "default"
 
     def sharing(self) -> dict:
         return {"kind": self.model, "expert_units": list(self.expert_units),
@@ -152,16 +156,18 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     def __init__(self, every: int = 50):
         super().__init__()
         self.every = every
+        # Under ParameterServerStrategy batch logs are RemoteValues (fetched when checked).
+        self._supports_tf_logs = True
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
     def _check(self, logs, step: str) -> None:
-        logs = logs or {}
+        logs = _fetched(logs) or {}
         for key in sorted(logs, key=lambda k: k != "loss"):  # the total loss first
             if key == "loss" or key.endswith("_loss"):
-                number = float(logs[key])
+                number = float(_fetched(logs[key]))
                 if not math.isfinite(number):
                     raise DivergedError(
                         f"Training diverged: {key} became {number} in epoch {self._epoch + 1}"
@@ -176,6 +182,11 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self._check(logs, "")
 
 
+def _fetched(value):
+    """A ``RemoteValue``'s value (ParameterServerStrategy); anything else as it is."""
+    return value.fetch() if hasattr(value, "fetch") else value
+
+
 def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
                        verbose: int | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.dataset``, evaluate on validation and test, save outputs.
@@ -183,8 +194,24 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
     With ``cfg.model_dir`` set, writes ``config.json`` (resolved configuration),
     ``model.json`` (the model's config), the weights (``weights/``) and ``metrics.json``, and
     keeps a per-epoch backup while training so a killed run resumes where it stopped.
+
+    Under ``cfg.strategy`` (see :mod:`tfmtnas.distribute`) the model and optimizer are
+    created in the strategy's scope; only the chief writes into the model dir, and under
+    ``multi_worker`` or ``parameter_server`` it evaluates a copy of the trained model
+    reloaded from what it saved (other workers return no metrics).
     """
+    from tfmtnas.distribute import (
+        is_chief,
+        is_parameter_server,
+        make_strategy,
+        sharded_variables,
+        uses_dataset_creator,
+    )
+
     check_finite_config(cfg.to_dict())
+    # First: MultiWorkerMirroredStrategy must configure collectives before any op runs.
+    strategy = make_strategy(cfg.strategy)
+    chief = is_chief(strategy)
     keras.utils.set_random_seed(cfg.seed)
     if data is None:
         data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed,
@@ -194,26 +221,71 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
     if model_dir is not None:
         from tfmtnas.pipelines.resume import check_resume
 
-        check_resume(model_dir, "backup", cfg.to_dict(), data)
-        _atomic_write(model_dir / "config.json", finite_json(cfg.to_dict()))
-    train = split_dataset(data, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
+        check_resume(model_dir, "backup", cfg.to_dict(), data, write=chief)
+        if chief:
+            _atomic_write(model_dir / "config.json", finite_json(cfg.to_dict()))
+    fit_options = {}
+    if uses_dataset_creator(strategy):
+        # Each worker reads its own part of the data, repeated, for a fixed number of steps
+        # per epoch: every worker then runs the same number of synchronous steps.
+        fit_options["steps_per_epoch"] = max(1, num_rows(data, "train") // cfg.batch_size)
+        train = keras.utils.experimental.DatasetCreator(
+            lambda context: split_dataset(data, "train", cfg.batch_size, shuffle=True,
+                                          seed=cfg.seed, repeat=True, input_context=context))
+        if verbose == 1 and is_parameter_server(strategy):
+            verbose = 2  # Keras refuses a progress bar there
+    else:
+        train = split_dataset(data, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
     validation = split_dataset(data, "validation", 8192)
     test = split_dataset(data, "test", 8192)
-    model = build_model(data, cfg)
+    model_cfg = cfg
+    if cfg.jit_compile and is_parameter_server(strategy):
+        # XLA refuses variables on another device, and every variable lives on a server.
+        logging.warning("--jit_compile is off under --strategy=parameter_server: XLA cannot "
+                        "read variables that live on the parameter servers.")
+        model_cfg = dataclasses.replace(cfg, jit_compile=False)
+    with strategy.scope():
+        model = build_model(data, model_cfg)
     # A killed run resumes from its last finished epoch when re-run with the same model dir.
     callbacks = [StopOnNonFiniteLoss()]
     if model_dir is not None:
+        # Multi-worker safe: other workers back up into temporary folders they remove.
         callbacks.append(keras.callbacks.BackupAndRestore(str(model_dir / "backup")))
     start = time.perf_counter()
-    model.fit(train, epochs=cfg.epochs, verbose=verbose, callbacks=callbacks)
+    model.fit(train, epochs=cfg.epochs, verbose=verbose, callbacks=callbacks, **fit_options)
     seconds = time.perf_counter() - start
-    val = task_metrics(model.evaluate(validation, return_dict=True, verbose=0), data)
-    tst = task_metrics(model.evaluate(test, return_dict=True, verbose=0), data)
+    if not uses_dataset_creator(strategy):
+        val = task_metrics(model.evaluate(validation, return_dict=True, verbose=0), data)
+        tst = task_metrics(model.evaluate(test, return_dict=True, verbose=0), data)
+        if model_dir is not None:
+            save_model(model, model_dir)
+            out = {"validation": val, "test": tst, "train_seconds": seconds}
+            _atomic_write(model_dir / "metrics.json", finite_json(out))
+        return TrainResult(model, tst, val, seconds)
+    # Every worker saves (saving may take part in collective ops), the others into a
+    # temporary folder they remove; the chief evaluates the model it saved, on one device.
+    save_dir = model_dir if chief and model_dir is not None else None
+    temp_dir = None if save_dir else Path(tempfile.mkdtemp(prefix="tfmtnas-train-"))
+    try:
+        save_model(model, save_dir or temp_dir)
+        if not chief:
+            return TrainResult(model, {}, {}, seconds)
+        single = load_model(save_dir or temp_dir)
+        single.compile(jit_compile=False)
+        val = task_metrics(single.evaluate(validation, return_dict=True, verbose=0), data)
+        tst = task_metrics(single.evaluate(test, return_dict=True, verbose=0), data)
+    finally:
+        if temp_dir is not None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
     if model_dir is not None:
-        save_model(model, model_dir)
-        out = {"validation": val, "test": tst, "train_seconds": seconds}
+        out = {"validation": val, "test": tst, "train_seconds": seconds,
+               "strategy": cfg.strategy, "replicas": strategy.num_replicas_in_sync}
+        shards = sharded_variables(model)
+        if shards:
+            out["sharded_variables"] = shards
         _atomic_write(model_dir / "metrics.json", finite_json(out))
     return TrainResult(model, tst, val, seconds)
+
 
 
 _atomic_write = atomic_write  # the name searching.py imports
