@@ -24,8 +24,10 @@ from tfmtnas import keras
 from tfmtnas.data import DataError, DataSource, load_dataset, num_rows, split_dataset
 from tfmtnas.data.sources import search_pairs
 from tfmtnas.errors import UserError
+from tfmtnas.fsutil import FAULT_ENV
 from tfmtnas.models import make_optimizer
 from tfmtnas.pipelines.training import (
+    FaultPoints,
     StopOnNonFiniteLoss,
     TrainConfig,
     _atomic_write,
@@ -214,8 +216,12 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
         callbacks.append(_ArchitectureLog(writer, method, model.search_step, cfg.log_every))
     timer = _EpochCheckpoint(manager, epoch)
     callbacks.append(timer)
+    if os.environ.get(FAULT_ENV):
+        callbacks.append(FaultPoints("search"))  # kill points for the kill tests
 
-    paired, _ = search_pairs(data, halves, cfg.batch_size, cfg.seed)
+    # The data order of epoch k is a function of (seed, k): ``epoch`` holds k when the
+    # epoch's iterator is made (restored on resume, advanced at each epoch's end).
+    paired, _ = search_pairs(data, halves, cfg.batch_size, cfg.seed, epoch=epoch)
     start = time.perf_counter()
     if int(epoch.numpy()) < cfg.epochs:
         model.fit(paired, epochs=cfg.epochs, initial_epoch=int(epoch.numpy()),

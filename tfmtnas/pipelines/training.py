@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -19,13 +20,15 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
+import tensorflow as tf
 from absl import logging
 
+import tfmtnas.search  # noqa: F401  (registers RoutingNetwork: load_model rebuilds children)
 from tfmtnas import keras
 from tfmtnas.data import DataSource, load_dataset, num_rows, split_dataset
 from tfmtnas.errors import DivergedError, MissingFileError, UserError
 from tfmtnas.features import FeatureSpec
-from tfmtnas.fsutil import atomic_write, replace_dir, restore_aside
+from tfmtnas.fsutil import FAULT_ENV, atomic_write, fault_point, replace_dir, restore_aside
 from tfmtnas.models import MultiTaskModel, make_optimizer
 
 
@@ -138,6 +141,63 @@ def check_finite_config(config: Mapping) -> None:
     walk("", dict(config))
 
 
+class EpochVariable(keras.callbacks.Callback):
+    """Keeps an int64 variable equal to the epoch being trained (read by the input pipeline).
+
+    Keras creates an epoch's data iterator (and its prefetching starts) *before* calling
+    ``on_epoch_begin``, so the variable is set ahead: to the first epoch at the start of
+    training (the epoch ``BackupAndRestore`` resumes at, when it runs before this callback)
+    and to ``epoch + 1`` at each epoch's end.
+
+    Args:
+        variable: the int64 variable to keep.
+
+    Example:
+        >>> epoch = tf.Variable(0, dtype=tf.int64)
+        >>> model.fit(split_dataset(data, "train", 512, shuffle=True, seed=0, epoch=epoch),
+        ...           epochs=3, callbacks=[EpochVariable(epoch)])  # doctest: +SKIP
+    """
+
+    def __init__(self, variable: tf.Variable):
+        super().__init__()
+        self.variable = variable
+
+    def on_train_begin(self, logs=None):
+        # BackupAndRestore's restored state (tf-keras keeps it on the model): the last
+        # finished epoch, or -1 for a fresh run.
+        state = getattr(self.model, "_training_state", None)
+        saved = getattr(state, "_ckpt_saved_epoch", None)
+        self.variable.assign(int(saved.numpy()) + 1 if saved is not None
+                             and int(saved.numpy()) >= 0 else 0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.variable.assign(epoch + 1)
+
+
+class FaultPoints(keras.callbacks.Callback):
+    """Kill points for the kill tests: ``<name>_batch_<epoch>_<batch>`` after a step and
+    ``<name>_epoch_<epoch>`` after an epoch (and its backup), see
+    :func:`tfmtnas.fsutil.fault_point`. Added only when ``$TFMTNAS_FAULT_POINT`` is set.
+
+    Example:
+        >>> FaultPoints("train")  # dies after epoch 2 if TFMTNAS_FAULT_POINT=train_epoch_2
+    """
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        fault_point(f"{self.name}_batch_{self._epoch}_{batch}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        fault_point(f"{self.name}_epoch_{epoch}")
+
+
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
     """Stop training with :class:`~tfmtnas.errors.DivergedError` once a loss is NaN or inf.
 
@@ -224,6 +284,7 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
         check_resume(model_dir, "backup", cfg.to_dict(), data, write=chief)
         if chief:
             _atomic_write(model_dir / "config.json", finite_json(cfg.to_dict()))
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
     fit_options = {}
     if uses_dataset_creator(strategy):
         # Each worker reads its own part of the data, repeated, for a fixed number of steps
@@ -235,7 +296,10 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
         if verbose == 1 and is_parameter_server(strategy):
             verbose = 2  # Keras refuses a progress bar there
     else:
-        train = split_dataset(data, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
+        # The shuffle order of epoch k is a function of (seed, k): a run resumed at epoch k
+        # reads what the uninterrupted run read, and so ends with the same weights.
+        train = split_dataset(data, "train", cfg.batch_size, shuffle=True, seed=cfg.seed,
+                              epoch=epoch)
     validation = split_dataset(data, "validation", 8192)
     test = split_dataset(data, "test", 8192)
     model_cfg = cfg
@@ -251,6 +315,9 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
     if model_dir is not None:
         # Multi-worker safe: other workers back up into temporary folders they remove.
         callbacks.append(keras.callbacks.BackupAndRestore(str(model_dir / "backup")))
+    callbacks.append(EpochVariable(epoch))  # after BackupAndRestore: reads where it resumes
+    if os.environ.get(FAULT_ENV):
+        callbacks.append(FaultPoints("train"))
     start = time.perf_counter()
     model.fit(train, epochs=cfg.epochs, verbose=verbose, callbacks=callbacks, **fit_options)
     seconds = time.perf_counter() - start
@@ -285,7 +352,6 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
             out["sharded_variables"] = shards
         _atomic_write(model_dir / "metrics.json", finite_json(out))
     return TrainResult(model, tst, val, seconds)
-
 
 
 _atomic_write = atomic_write  # the name searching.py imports
