@@ -6,7 +6,7 @@ import pytest
 from tfmtnas.data import DataError, MultiTaskData, make_synthetic
 from tfmtnas.data.base import Split
 from tfmtnas.data.pipeline import make_dataset
-from tfmtnas.data.sources import search_pairs
+from tfmtnas.data.sources import num_rows, search_pairs, split_half
 from tfmtnas.features import FeatureSpec
 
 
@@ -43,5 +43,12 @@ def test_empty_split_and_empty_architecture_split_are_clear_errors():
     with pytest.raises(DataError, match="empty split"):
         make_dataset(empty, data.spec, 8)
     no_validation = MultiTaskData("d", data.train, empty, data.test, data.spec, data.tasks)
-    with pytest.raises(DataError, match="architecture split is empty"):
+    with pytest.raises(DataError, match="validation split is empty"):
         search_pairs(no_validation, halves=False, batch_size=8)
+
+
+def test_in_memory_half_sizes_are_the_halves_search_trains_on():
+    data = make_synthetic(num_train=21, num_validation=5, num_test=5, dim=3)
+    halves = split_half(data.train, seed=4)
+    assert [num_rows(data, "train", half=k) for k in (0, 1)] == [len(h) for h in halves]
+    assert [len(h) for h in halves] == [10, 11]

@@ -36,12 +36,14 @@ def _in_memory_split(data: MultiTaskData, split: str, half: int | None, seed: in
     return rows if half is None else split_half(rows, seed)[half]
 
 
-def num_rows(data: DataSource, split: str, half: int | None = None, seed: int = 0) -> int:
+def num_rows(data: DataSource, split: str, half: int | None = None) -> int:
     """Rows of ``split`` (or of one ``half`` of it, 0 or 1)."""
-    if isinstance(data, PreparedData):
-        n = data.num_rows(split)
-        return n if half is None else (n + 1 - half) // 2
-    return len(_in_memory_split(data, split, half, seed))
+    n = data.num_rows(split) if isinstance(data, PreparedData) else len(data.splits()[split])
+    if half is None:
+        return n
+    # Prepared: even / odd records. In memory: split_half's first len // 2 rows / the rest.
+    return (n + 1 - half) // 2 if isinstance(data, PreparedData) else (
+        n // 2 if half == 0 else n - n // 2)
 
 
 def split_dataset(data: DataSource, split: str, batch_size: int, shuffle: bool = False,
@@ -99,12 +101,13 @@ def search_pairs(data: DataSource, halves: bool, batch_size: int, seed: int | No
     else:
         (w_split, w_half), (a_split, a_half) = ("train", None), ("validation", None)
     s = 0 if seed is None else seed
-    if num_rows(data, a_split, a_half, s) == 0:
-        raise DataError("The architecture split is empty: a search needs examples for its "
-                        "architecture step (validation rows, or two halves of train).")
+    if num_rows(data, a_split, a_half) == 0:
+        where = "second half of the training" if halves else "validation"
+        raise DataError(f"The {where} split is empty: the architecture step of a search "
+                        f"needs examples.")
     weights = split_dataset(data, w_split, batch_size, shuffle=True, seed=seed, half=w_half,
                             half_seed=s, shuffle_buffer=shuffle_buffer, epoch=epoch)
     arch = split_dataset(data, a_split, batch_size, shuffle=True,
                          seed=None if seed is None else seed + 1, repeat=True, half=a_half,
                          half_seed=s, shuffle_buffer=shuffle_buffer, epoch=epoch)
-    return tf.data.Dataset.zip((weights, arch)), num_rows(data, w_split, w_half, s)
+    return tf.data.Dataset.zip((weights, arch)), num_rows(data, w_split, w_half)

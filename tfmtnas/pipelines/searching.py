@@ -21,7 +21,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from tfmtnas import keras
-from tfmtnas.data import DataError, DataSource, load_dataset, num_rows, split_dataset
+from tfmtnas.data import DataError, DataSource, load_dataset, split_dataset
 from tfmtnas.data.sources import search_pairs
 from tfmtnas.errors import UserError
 from tfmtnas.fsutil import FAULT_ENV
@@ -188,13 +188,13 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
         check_resume(model_dir, "checkpoints", cfg.to_dict(), data)
         _atomic_write(model_dir / "config.json", finite_json(cfg.to_dict()))
 
-    # MTL-NAS trains weights and edges on two halves of the training split.
-    halves = cfg.method == "mtlnas"
-    if num_rows(data, "train" if halves else "validation", 1 if halves else None,
-                cfg.seed) == 0:
-        raise DataError("The validation split is empty: the architecture step needs examples.")
+    # MTL-NAS trains weights and edges on two halves of the training split. The data order
+    # of epoch k is a function of (seed, k): ``epoch`` holds k when the epoch's iterator is
+    # made (restored on resume, advanced at each epoch's end).
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    paired, weight_rows = search_pairs(data, cfg.method == "mtlnas", cfg.batch_size, cfg.seed,
+                                       epoch=epoch)
     method = make_method(cfg.method, space, **cfg.method_options)
-    weight_rows = num_rows(data, "train", 0 if halves else None, cfg.seed)
     steps_per_epoch = -(-weight_rows // cfg.batch_size)
     model = SearchModel(data.spec, data.tasks, method,
                         arch_optimizer=arch_optimizer(cfg),
@@ -202,7 +202,6 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
                         embedding_dim=cfg.embedding_dim, tower_units=cfg.tower_units)
     model.compile(make_optimizer(cfg.optimizer, cfg.learning_rate), jit_compile=cfg.jit_compile)
 
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     manager, callbacks = None, [StopOnNonFiniteLoss()]
     if model_dir is not None:
         ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
@@ -219,9 +218,6 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
     if os.environ.get(FAULT_ENV):
         callbacks.append(FaultPoints("search"))  # kill points for the kill tests
 
-    # The data order of epoch k is a function of (seed, k): ``epoch`` holds k when the
-    # epoch's iterator is made (restored on resume, advanced at each epoch's end).
-    paired, _ = search_pairs(data, halves, cfg.batch_size, cfg.seed, epoch=epoch)
     start = time.perf_counter()
     if int(epoch.numpy()) < cfg.epochs:
         model.fit(paired, epochs=cfg.epochs, initial_epoch=int(epoch.numpy()),
