@@ -109,26 +109,37 @@ def define_strategy_flags() -> None:
                       "and parameter servers run `python -m tfmtnas.pipelines.server`.")
 
 
+def _task_kinds(items: list[str]) -> dict[str, str]:
+    """``name[:kind]`` items (kind binary by default) -> ``{name: kind}``."""
+    kinds = {}
+    for item in items:
+        name, _, kind = item.partition(":")
+        kinds[name] = kind or "binary"
+    return kinds
+
+
+def _hash_bins(flag: str, items: list[str]) -> dict[str, int]:
+    """``name:bins`` items of ``--flag`` -> ``{name: bins}``; a one-line error otherwise."""
+    bins_by_name = {}
+    for item in items:
+        name, _, bins = item.rpartition(":")
+        if not name or not bins.isdigit() or int(bins) < 1:
+            raise UserError(f"--{flag} wants name:bins with bins a positive integer, "
+                            f"got {item!r}.")
+        bins_by_name[name] = int(bins)
+    return bins_by_name
+
+
 def dataset_options() -> dict:
     """Dataset-specific keyword arguments for :func:`tfmtnas.data.load_dataset`."""
     if FLAGS.dataset == "synthetic":
         return {"correlation": FLAGS.synthetic_correlation,
                 "num_train": FLAGS.synthetic_examples}
     if FLAGS.dataset == "csv":
-        labels = {}
-        for item in FLAGS.csv_labels:
-            name, _, kind = item.partition(":")
-            labels[name] = kind or "binary"
-        hashed = {}
-        for item in FLAGS.csv_hash:
-            name, _, bins = item.partition(":")
-            if not bins.isdigit() or int(bins) < 1:
-                raise UserError(f"--csv_hash wants name:bins with bins a positive integer, "
-                                f"got {item!r}.")
-            hashed[name] = int(bins)
         return {"train_path": FLAGS.csv_train, "test_path": FLAGS.csv_test,
-                "label_columns": labels, "categorical": FLAGS.csv_categorical or None,
-                "numeric": FLAGS.csv_numeric, "hashed": hashed,
+                "label_columns": _task_kinds(FLAGS.csv_labels),
+                "categorical": FLAGS.csv_categorical or None,
+                "numeric": FLAGS.csv_numeric, "hashed": _hash_bins("csv_hash", FLAGS.csv_hash),
                 "min_count": FLAGS.csv_min_count, "max_vocabulary": FLAGS.csv_max_vocabulary,
                 "nonfinite": FLAGS.csv_nonfinite}
     return {}
@@ -304,17 +315,8 @@ def prepare_options() -> dict:
         raise UserError("--output_dir is required: the prepared folder to create.")
     if not FLAGS.labels:
         raise UserError("--labels is required, e.g. --labels=click:binary,buy:binary.")
-    labels = {}
-    for item in FLAGS.labels:
-        name, _, kind = item.partition(":")
-        labels[name] = kind or "binary"
-    hashed = {}
-    for item in FLAGS.hash_columns:
-        name, _, bins = item.rpartition(":")
-        if not name or not bins.isdigit() or int(bins) < 1:
-            raise UserError(f"--hash_columns wants name:bins with bins a positive integer, "
-                            f"got {item!r}.")
-        hashed[name] = int(bins)
+    labels = _task_kinds(FLAGS.labels)
+    hashed = _hash_bins("hash_columns", FLAGS.hash_columns)
     sep = FLAGS.sep
     if sep in ("tab", "\\t"):
         sep = "\t"
