@@ -43,20 +43,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from capi_loader import load_capi  # benchmarks/ is on sys.path when a script runs
 
 BATCH = 512
 
 
 # --------------------------------------------------------------------------- fresh process
-def _load_capi():
-    """``tfmtnas.export.capi`` by file path: the package itself is not imported here."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "tfmtnas" / "export" / "capi.py"
-    spec = importlib.util.spec_from_file_location("capi", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _measure_c_api(capi, path: str, cols: dict, python_batch_out: dict, warmup: int,
@@ -86,7 +78,7 @@ def _measure_main(args_path: str) -> None:
         os.sched_setaffinity(0, args["cpus"])  # before TensorFlow sizes its thread pools
     import tensorflow as tf
 
-    capi = _load_capi()
+    capi = load_capi()
     rows = np.load(args["rows"], allow_pickle=False)
     overheads: dict[tuple, float] = {}
     results = []

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from capi_loader import load_capi  # benchmarks/ is on sys.path when a script runs
 
 ROWS = 512
 SMALL_CATEGORIES = {"device": 4, "country": 30, "hour": 24, "slot": 6}
@@ -48,15 +49,6 @@ NUMERIC = ("price", "age_days", "position")
 
 
 # --------------------------------------------------------------------------- fresh processes
-def _load_capi():
-    """``tfmtnas.export.capi`` by file path: the package itself is not imported here."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "tfmtnas" / "export" / "capi.py"
-    spec = importlib.util.spec_from_file_location("capi", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _load_main(path: str) -> None:
@@ -75,7 +67,7 @@ def _latency_main(args_path: str) -> None:
     args = json.loads(Path(args_path).read_text())
     import tensorflow as tf
 
-    capi = _load_capi()
+    capi = load_capi()
     models = []
     for label, path, rows_path, keras_path in args["models"]:
         fn = tf.saved_model.load(path, tags=["serve"]).signatures["serving_default"]
