@@ -390,15 +390,13 @@ def _run_binary(*args):
 
 def _binary(capsys, **flag_values):
     """Run tfmtnas-prepare's main in this process; (exit code, stdout, stderr)."""
-    from absl import flags
     from absl.testing import flagsaver
 
-    from tfmtnas.pipelines import prepare as prepare_bin
+    from tests.pipelines.conftest import binary_module
 
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS.mark_as_parsed()
     code = 0
-    with flagsaver.flagsaver(**flag_values):
+    with binary_module("tfmtnas.pipelines.prepare") as prepare_bin, \
+            flagsaver.flagsaver(**flag_values):
         try:
             prepare_bin.main(["tfmtnas-prepare"])
         except SystemExit as exit_info:

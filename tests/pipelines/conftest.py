@@ -1,11 +1,17 @@
-"""Helpers for binary tests: a tiny CSV dataset and a subprocess runner."""
+"""Helpers for binary tests: a tiny CSV dataset, a subprocess runner and a binary module
+imported in this process with its flags."""
 
+import contextlib
+import importlib
 import os
 import subprocess
 import sys
+import types
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from absl import flags
 
 
 @pytest.fixture
@@ -40,3 +46,37 @@ def run_module(module: str, *args: str, timeout: int = 600) -> subprocess.Comple
 def last_line(text: str) -> str:
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else ""
+
+
+@contextlib.contextmanager
+def scoped_flags() -> Iterator[None]:
+    """Remove on exit the flags that tfmtnas modules defined inside the block.
+
+    Binaries give flags the same name with other defaults and help, so one process holds the
+    flags of one binary at a time; tests that run binaries in this process take turns.
+    """
+    before = set(flags.FLAGS)
+    try:
+        yield
+    finally:
+        for name in set(flags.FLAGS) - before:
+            if flags.FLAGS.find_module_defining_flag(name, "").startswith("tfmtnas."):
+                delattr(flags.FLAGS, name)
+
+
+@contextlib.contextmanager
+def binary_module(module: str) -> Iterator[types.ModuleType]:
+    """Import the binary ``module`` afresh, which defines its flags, for the block.
+
+    The flags count as parsed at their defaults (set them with ``flagsaver``); on exit the
+    flags and the module are gone, so another binary can be imported next.
+    """
+    with scoped_flags():
+        sys.modules.pop(module, None)
+        try:
+            imported = importlib.import_module(module)
+            if not flags.FLAGS.is_parsed():
+                flags.FLAGS.mark_as_parsed()
+            yield imported
+        finally:
+            sys.modules.pop(module, None)

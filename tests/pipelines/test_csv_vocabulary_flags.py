@@ -6,11 +6,18 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
+from tests.pipelines.conftest import scoped_flags
 from tfmtnas.data import load_dataset
 from tfmtnas.errors import UserError
 from tfmtnas.pipelines import flags as pipeline_flags
 
-pipeline_flags.define_data_flags()
+
+@pytest.fixture(autouse=True)
+def _data_flags():
+    """The dataset flags (of tfmtnas-train, -search and -evaluate), for each test."""
+    with scoped_flags():
+        pipeline_flags.define_data_flags()
+        yield
 
 
 def _options(tiny_csv, *extra):

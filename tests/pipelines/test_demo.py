@@ -25,39 +25,24 @@ def test_demo_trains_searches_exports_and_prints_the_table(tmp_path):
     assert (tmp_path / "runs" / "mtnas" / "derived_spec.json").exists()
 
 
-_PICK = """
-import pathlib
-import sys
-import tfmtnas.export
-import tfmtnas.export.client
-from absl import flags
-from tfmtnas.pipelines import demo
+def test_demo_exports_the_best_model_by_validation_not_test(tmp_path, monkeypatch, capsys):
+    """The model with the better validation AUC is exported."""
+    import pathlib
 
-exported = []
-tfmtnas.export.export_saved_model = (lambda model, root, name: exported.append(
-    (model, name)) or pathlib.Path(root, name, "1"))
-tfmtnas.export.client.curl_request = lambda path, name: "curl ..."
-flags.FLAGS([sys.argv[0], "--export_root=" + sys.argv[1]])
-# Validation says "ple" (mean 0.90 vs 0.85); the test split would have said "mmoe".
-models = {"mmoe": ("mmoe-model", {"income_auc": 0.80, "marital_auc": 0.90}),
-          "ple": ("ple-model", {"income_auc": 0.85, "marital_auc": 0.95})}
-print("picked", demo.export_best(models), exported)
-"""
+    import tfmtnas.export
+    import tfmtnas.export.client
+    from tfmtnas.pipelines.census_demo import export_best
 
-
-def test_demo_exports_the_best_model_by_validation_not_test(tmp_path):
-    """The model with the better validation AUC is exported (in a child process: the demo
-    defines flags that other binaries' modules define too)."""
-    import subprocess
-    import sys
-
-    script = tmp_path / "pick.py"
-    script.write_text(_PICK)
-    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "Best model by mean validation AUC: ple" in done.stdout
-    assert "picked ple [('ple-model', 'census_ple')]" in done.stdout
+    exported = []
+    monkeypatch.setattr(tfmtnas.export, "export_saved_model", lambda model, root, name: (
+        exported.append((model, root, name)) or pathlib.Path(root, name, "1")))
+    monkeypatch.setattr(tfmtnas.export.client, "curl_request", lambda path, name: "curl ...")
+    # Validation says "ple" (mean 0.90 vs 0.85); the test split would have said "mmoe".
+    models = {"mmoe": ("mmoe-model", {"income_auc": 0.80, "marital_auc": 0.90}),
+              "ple": ("ple-model", {"income_auc": 0.85, "marital_auc": 0.95})}
+    assert export_best(models, str(tmp_path)) == "ple"
+    assert exported == [("ple-model", str(tmp_path), "census_ple")]
+    assert "Best model by mean validation AUC: ple" in capsys.readouterr().out
 
 
 def test_search_result_carries_child_validation_metrics(tiny_csv, tmp_path):

@@ -12,22 +12,29 @@ import numpy as np
 import pytest
 from absl.testing import flagsaver
 
+from tests.pipelines.conftest import binary_module
 from tfmtnas.data import load_dataset
 from tfmtnas.export import existing_versions, read_metadata
-from tfmtnas.pipelines import evaluate as evaluate_bin
-from tfmtnas.pipelines import export as export_bin
 from tfmtnas.pipelines.evaluating import Progress, binary_auc, rmse
-from tfmtnas.pipelines.flags import FLAGS
+from tfmtnas.pipelines.exporting import export_model_dir
 from tfmtnas.pipelines.training import TrainConfig, load_model, train_and_evaluate
 
 CSV_OPTIONS = {"label_columns": {"click": "binary", "watch": "regression"},
                "numeric": ["price", "age"]}
 
 
-@pytest.fixture(autouse=True)
-def _parsed_flags():
-    if not FLAGS.is_parsed():
-        FLAGS.mark_as_parsed()
+@pytest.fixture
+def export_main():
+    """``tfmtnas-export``'s main, its flags defined in this process."""
+    with binary_module("tfmtnas.pipelines.export") as module:
+        yield module.main
+
+
+@pytest.fixture
+def evaluate_main():
+    """``tfmtnas-evaluate``'s main, its flags defined in this process."""
+    with binary_module("tfmtnas.pipelines.evaluate") as module:
+        yield module.main
 
 
 def _write_csv(path, n=600, seed=0):
@@ -56,15 +63,15 @@ def trained(tmp_path_factory):
     return work, cfg, result
 
 
-def _export(capsys, **flag_values):
+def _export(main, capsys, **flag_values):
     with flagsaver.flagsaver(**flag_values):
-        export_bin.main(["tfmtnas-export"])
+        main(["tfmtnas-export"])
     return capsys.readouterr().out
 
 
-def _evaluate(capsys, **flag_values):
+def _evaluate(main, capsys, **flag_values):
     with flagsaver.flagsaver(**flag_values):
-        evaluate_bin.main(["tfmtnas-evaluate"])
+        main(["tfmtnas-evaluate"])
     return json.loads(capsys.readouterr().out)
 
 
@@ -77,10 +84,10 @@ def _user_error(capsys, main, argv, **flag_values) -> str:
     return err
 
 
-def test_export_prints_path_and_a_sample_request(trained, capsys):
+def test_export_prints_path_and_a_sample_request(export_main, trained, capsys):
     work, cfg, _ = trained
     root = work / "saved_models"
-    out = _export(capsys, model_dir=cfg.model_dir, export_root=str(root))
+    out = _export(export_main, capsys, model_dir=cfg.model_dir, export_root=str(root))
     path = root / "mmoe" / "1"
     assert f"to {path}" in out
     assert (path / "saved_model.pb").is_file()
@@ -94,38 +101,38 @@ def test_export_prints_path_and_a_sample_request(trained, capsys):
     assert [t.name for t in meta.tasks] == ["click", "watch"]
 
 
-def test_export_versions_overwrite_and_name(trained, capsys):
+def test_export_versions_overwrite_and_name(export_main, trained, capsys):
     work, cfg, _ = trained
     root = work / "versions"
-    _export(capsys, model_dir=cfg.model_dir, export_root=str(root), name="ranker", version=4)
-    _export(capsys, model_dir=cfg.model_dir, export_root=str(root), name="ranker")
+    flag_values = {"model_dir": cfg.model_dir, "export_root": str(root), "name": "ranker"}
+    _export(export_main, capsys, **flag_values, version=4)
+    _export(export_main, capsys, **flag_values)
     assert existing_versions(root / "ranker") == [4, 5]
-    err = _user_error(capsys, export_bin.main, ["x"], model_dir=cfg.model_dir,
-                      export_root=str(root), name="ranker", version=4)
+    err = _user_error(capsys, export_main, ["x"], **flag_values, version=4)
     assert err.startswith("tfmtnas-export: error: Version 4 of ")
     assert "--overwrite" in err
-    out = _export(capsys, model_dir=cfg.model_dir, export_root=str(root), name="ranker",
-                  version=4, overwrite=True, warmup_requests=True, serving_jit_compile=True)
+    out = _export(export_main, capsys, **flag_values, version=4, overwrite=True,
+                  warmup_requests=True, serving_jit_compile=True)
     assert f"to {root / 'ranker' / '4'}" in out
     assert read_metadata(root / "ranker" / "4").jit_compile is True
     assert (root / "ranker" / "4" / "assets.extra" / "tf_serving_warmup_requests").is_file()
     assert existing_versions(root / "ranker") == [4, 5]
 
 
-def test_export_bad_input_is_one_line(trained, capsys, tmp_path):
+def test_export_bad_input_is_one_line(export_main, trained, capsys, tmp_path):
     work, cfg, _ = trained
-    err = _user_error(capsys, export_bin.main, ["x"], model_dir=str(tmp_path / "nope"))
+    err = _user_error(capsys, export_main, ["x"], model_dir=str(tmp_path / "nope"))
     assert err == f"tfmtnas-export: error: --model_dir {tmp_path / 'nope'} does not exist."
-    err = _user_error(capsys, export_bin.main, ["x"], model_dir=str(tmp_path))
+    err = _user_error(capsys, export_main, ["x"], model_dir=str(tmp_path))
     assert "model.json is missing" in err
-    err = _user_error(capsys, export_bin.main, ["x"], model_dir=None)
+    err = _user_error(capsys, export_main, ["x"], model_dir=None)
     assert "--model_dir is required" in err
-    err = _user_error(capsys, export_bin.main, ["x"], model_dir=cfg.model_dir,
+    err = _user_error(capsys, export_main, ["x"], model_dir=cfg.model_dir,
                       export_root=str(tmp_path), name="bad name")
     assert "Invalid model name 'bad name'" in err
 
 
-def test_export_finds_a_search_dirs_child(trained, capsys, tmp_path):
+def test_export_finds_a_search_dirs_child(export_main, trained, capsys, tmp_path):
     import shutil
 
     work, cfg, _ = trained
@@ -133,19 +140,20 @@ def test_export_finds_a_search_dirs_child(trained, capsys, tmp_path):
     shutil.copytree(cfg.model_dir, search_dir / "child")
     shutil.copy(os.path.join(cfg.model_dir, "config.json"), search_dir / "config.json")
     (search_dir / "child" / "config.json").unlink()
-    out = _export(capsys, model_dir=str(search_dir), export_root=str(tmp_path / "sm"))
+    out = _export(export_main, capsys, model_dir=str(search_dir), export_root=str(tmp_path / "sm"))
     assert f"to {tmp_path / 'sm' / 'gumbel' / '1'}" in out
     assert read_metadata(tmp_path / "sm" / "gumbel" / "1").extra["train_config"]["dataset"] \
         == "csv"
 
 
-def test_evaluate_saved_model_and_model_dir_agree(trained, capsys, tmp_path):
+def test_evaluate_saved_model_and_model_dir_agree(evaluate_main, trained, capsys, tmp_path):
     work, cfg, result = trained
     root = work / "eval_models"
-    _export(capsys, model_dir=cfg.model_dir, export_root=str(root))
+    export_model_dir(cfg.model_dir, root)
     output = tmp_path / "out" / "metrics.json"
-    from_saved = _evaluate(capsys, saved_model=str(root / "mmoe" / "1"), output=str(output))
-    from_dir = _evaluate(capsys, model_dir=cfg.model_dir)
+    from_saved = _evaluate(evaluate_main, capsys, saved_model=str(root / "mmoe" / "1"),
+                           output=str(output))
+    from_dir = _evaluate(evaluate_main, capsys, model_dir=cfg.model_dir)
     assert json.loads(output.read_text()) == from_saved
     assert from_saved["dataset"] == "csv" and from_saved["split"] == "test"
     assert from_saved["dataset_from"] == "training record"
@@ -167,26 +175,26 @@ def test_evaluate_saved_model_and_model_dir_agree(trained, capsys, tmp_path):
         result.test_metrics["watch_rmse"], rel=1e-3)
 
 
-def test_evaluate_other_split(trained, capsys):
+def test_evaluate_other_split(evaluate_main, trained, capsys):
     _, cfg, _ = trained
-    out = _evaluate(capsys, model_dir=cfg.model_dir, split="validation")
+    out = _evaluate(evaluate_main, capsys, model_dir=cfg.model_dir, split="validation")
     assert out["split"] == "validation" and out["examples"] == 60
 
 
-def test_evaluate_bad_input_is_one_line(trained, capsys, tmp_path):
+def test_evaluate_bad_input_is_one_line(evaluate_main, trained, capsys, tmp_path):
     _, cfg, _ = trained
-    err = _user_error(capsys, evaluate_bin.main, ["x"])
+    err = _user_error(capsys, evaluate_main, ["x"])
     assert "Give exactly one of --saved_model" in err
-    err = _user_error(capsys, evaluate_bin.main, ["x"], saved_model="a", model_dir="b")
+    err = _user_error(capsys, evaluate_main, ["x"], saved_model="a", model_dir="b")
     assert "Give exactly one of --saved_model" in err
-    err = _user_error(capsys, evaluate_bin.main, ["x"], saved_model=str(tmp_path / "none"))
+    err = _user_error(capsys, evaluate_main, ["x"], saved_model=str(tmp_path / "none"))
     assert err.endswith("does not exist.")
-    err = _user_error(capsys, evaluate_bin.main, ["x"], saved_model=str(tmp_path))
+    err = _user_error(capsys, evaluate_main, ["x"], saved_model=str(tmp_path))
     assert "No SavedModel in" in err
-    err = _user_error(capsys, evaluate_bin.main, ["x"], model_dir=cfg.model_dir,
+    err = _user_error(capsys, evaluate_main, ["x"], model_dir=cfg.model_dir,
                       dataset="synthetic", synthetic_examples=50)
     assert "the dataset does not have" in err
-    err = _user_error(capsys, evaluate_bin.main, ["x"], model_dir=cfg.model_dir,
+    err = _user_error(capsys, evaluate_main, ["x"], model_dir=cfg.model_dir,
                       csv_numeric=["age"])
     assert "--csv_numeric needs --dataset=csv" in err
 

@@ -8,18 +8,25 @@ Example:
     >>> predict = SavedModelPredictor("saved_models/mmoe/1").predict
     >>> evaluate_split(predict, data.test, data.tasks)["metrics"]
     {'income_auc': 0.94..., 'marital_auc': 0.98...}
+    >>> source = load_source(model_dir="runs/mmoe")
+    >>> evaluate_model(source, {"name": "census", "data_dir": None, "options": {},
+    ...                         "seed": 0, "from": "flags"}, "validation")["metrics"]
+    {'income_auc': 0.94..., 'marital_auc': 0.98...}
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from tfmtnas.data import DataError, DataSource, PreparedData, Split
+from tfmtnas.data import DataError, DataSource, PreparedData, Split, load_dataset
+from tfmtnas.errors import MissingFileError, UserError
 from tfmtnas.features import FeaturePreprocessor, FeatureSpec, TaskSpec
 
 Predict = Callable[..., Mapping[str, np.ndarray]]
@@ -182,3 +189,78 @@ def evaluate_chunks(predict: Predict, chunks: Iterable[tuple[Mapping, Mapping]],
     metrics, counts = task_metrics(joined, {k: np.concatenate(v) for k, v in labels.items()},
                                    tasks)
     return {"examples": done, "labelled": counts, "metrics": metrics}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSource:
+    """A model to evaluate: an exported SavedModel or a trained model dir.
+
+    Attributes:
+        label: the folder, as reported in the metrics.
+        predict: ``predict(columns, batch_size, progress)``.
+        spec: the raw features the model takes.
+        tasks: what it predicts.
+        record: the training run's resolved config (empty if unknown).
+    """
+
+    label: str
+    predict: Predict
+    spec: FeatureSpec
+    tasks: Sequence[TaskSpec]
+    record: Mapping
+
+
+def load_source(saved_model: str | None = None, model_dir: str | None = None) -> ModelSource:
+    """Load exactly one of an exported ``saved_model`` version folder and a ``model_dir``.
+
+    A SavedModel predicts through its ``serving_default`` signature, as TF Serving would; a
+    model dir may be a search dir (its derived ``child/`` is loaded).
+
+    Raises:
+        UserError: neither or both given.
+        MissingFileError: the folder does not exist or holds no model.
+    """
+    if bool(saved_model) == bool(model_dir):
+        raise UserError("Give exactly one of --saved_model (an exported version folder) and "
+                        "--model_dir (a trained model dir).")
+    if saved_model:
+        from tfmtnas.export import SavedModelPredictor
+
+        path = Path(saved_model)
+        if not path.exists():
+            raise MissingFileError(f"--saved_model {path} does not exist.")
+        predictor = SavedModelPredictor(path)
+        record = predictor.metadata.extra.get("train_config") or {}
+        return ModelSource(str(path), predictor.predict, predictor.spec, predictor.tasks,
+                           record)
+    from tfmtnas.pipelines.exporting import resolve_model_dir, training_record
+    from tfmtnas.pipelines.training import load_model
+
+    folder = resolve_model_dir(model_dir)
+    model = load_model(folder)
+    return ModelSource(str(folder), model_predict_fn(model), model.spec, model.tasks,
+                       training_record(folder))
+
+
+def evaluate_model(source: ModelSource, dataset: Mapping, split: str, batch_size: int = 4096,
+                   progress: Callable[[int, int], None] | None = None) -> dict:
+    """Load the dataset, evaluate ``source`` on its ``split``; the metrics report.
+
+    Args:
+        source: from :func:`load_source`.
+        dataset: ``name``, ``data_dir``, ``options`` (for :func:`tfmtnas.data.load_dataset`),
+            ``seed`` (of the split) and ``from`` (where these came from, reported).
+        split: ``train``, ``validation`` or ``test``.
+        batch_size: rows per prediction call.
+        progress: ``progress(done, total)``.
+
+    Returns:
+        ``model``, ``dataset``, ``split``, ``seed``, ``dataset_from`` and the
+        :func:`evaluate_chunks` result (``examples``, ``labelled``, ``metrics``).
+    """
+    data = load_dataset(dataset["name"], data_dir=dataset["data_dir"], seed=dataset["seed"],
+                        **dataset["options"])
+    result = evaluate_source(source.predict, data, split, source.spec, source.tasks,
+                             batch_size=batch_size, progress=progress)
+    return {"model": source.label, "dataset": dataset["name"], "split": split,
+            "seed": dataset["seed"], "dataset_from": dataset["from"], **result}

@@ -1,12 +1,19 @@
 """Every absl flag of the pipeline binaries, defined in one place.
 
-Binaries call the ``define_*`` functions they need before ``app.run``; ``--flagfile`` works
-as in any absl program.
+Importing this module defines no flag. Each binary module calls its own
+``define_<binary>_flags`` once, at import (``tfmtnas-train``: :func:`define_train_flags`,
+...), and turns the parsed flags into library arguments with the ``*_config`` and
+``*_options`` functions here; library modules never read flags. ``--flagfile`` works as in
+any absl program.
+
+Binaries give some flags the same name with other defaults and help (``--model_dir``,
+``--seed``, ``--batch_size``, ``--overwrite``), so one process defines the flags of one
+binary: importing a second binary module raises absl's ``DuplicateFlagError``.
 """
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Mapping, Sequence
 
 from absl import flags
 
@@ -15,20 +22,6 @@ from tfmtnas.models import OPTIMIZERS, SHARING_KINDS
 
 DATASETS = ("census", "movielens", "synthetic", "csv", "prepared")
 FLAGS = flags.FLAGS
-_DEFINED: set[str] = set()
-
-
-def _once(define):
-    """Make a ``define_*`` function idempotent: binaries (and tests) importing several
-    pipeline modules in one process would otherwise define a flag twice."""
-
-    @functools.wraps(define)
-    def wrapper() -> None:
-        if define.__name__ not in _DEFINED:
-            _DEFINED.add(define.__name__)
-            define()
-
-    return wrapper
 
 
 def _positive_ints(name: str, value: list[str]) -> bool:
@@ -38,8 +31,8 @@ def _positive_ints(name: str, value: list[str]) -> bool:
         return False
 
 
-@_once
 def define_data_flags() -> None:
+    """``--dataset`` and the dataset options (train, search, evaluate)."""
     flags.DEFINE_enum("dataset", "census", DATASETS, "Dataset to train on.")
     flags.DEFINE_string("data_dir", None,
                         "Directory with the dataset's original files (default: fetch and "
@@ -67,10 +60,14 @@ def define_data_flags() -> None:
                          "values per categorical column (dataset=csv).", lower_bound=1)
 
 
-@_once
-def define_model_flags() -> None:
+def define_model_flags(expert_units: Sequence[str] = ("64",)) -> None:
+    """The model's shape (train, search).
+
+    Args:
+        expert_units: default of ``--expert_units``.
+    """
     flags.DEFINE_enum("model", "mmoe", SHARING_KINDS, "Sharing structure.")
-    flags.DEFINE_list("expert_units", ["64"], "Hidden sizes of each expert / bottom.")
+    flags.DEFINE_list("expert_units", list(expert_units), "Hidden sizes of each expert / bottom.")
     flags.DEFINE_integer("num_experts", 4, "Experts of MMoE.", lower_bound=1)
     flags.DEFINE_integer("num_task_experts", 1, "Task experts per task (CGC/PLE).", lower_bound=1)
     flags.DEFINE_integer("num_shared_experts", 2, "Shared experts (CGC/PLE).", lower_bound=1)
@@ -83,8 +80,12 @@ def define_model_flags() -> None:
                              "--tower_units must be a comma-separated list of positive integers")
 
 
-@_once
-def define_training_flags() -> None:
+def define_training_flags(model_dir_required: bool = False) -> None:
+    """Optimisation, seed and output dir (train, search).
+
+    Args:
+        model_dir_required: whether ``--model_dir`` must be given.
+    """
     flags.DEFINE_integer("epochs", 4, "Training epochs.", lower_bound=1)
     flags.DEFINE_integer("batch_size", 1024, "Batch size.", lower_bound=1)
     flags.DEFINE_float("learning_rate", 2e-3, "Adam learning rate.", lower_bound=0.0)
@@ -94,12 +95,12 @@ def define_training_flags() -> None:
                       "every row every step.")
     flags.DEFINE_integer("seed", 0, "Random seed (data split, initialisation, shuffling).")
     flags.DEFINE_bool("jit_compile", True, "XLA-compile the training step.")
-    flags.DEFINE_string("model_dir", None, "Where to write config, weights and metrics.")
+    flags.DEFINE_string("model_dir", None, "Where to write config, weights and metrics.",
+                        required=model_dir_required)
 
 
-@_once
 def define_strategy_flags() -> None:
-    """``--strategy`` of ``tfmtnas-train``."""
+    """``--strategy`` (train)."""
     from tfmtnas.distribute import STRATEGIES
 
     flags.DEFINE_enum("strategy", "default", STRATEGIES,
@@ -107,6 +108,135 @@ def define_strategy_flags() -> None:
                       "device; multi_worker: every worker in TF_CONFIG runs this command; "
                       "parameter_server: the chief in TF_CONFIG runs this command, workers "
                       "and parameter servers run `python -m tfmtnas.pipelines.server`.")
+
+
+def define_search_method_flags() -> None:
+    """The search method and the child's training (search)."""
+    from tfmtnas.pipelines.searching import CHILD_MODES
+    from tfmtnas.search.methods import METHODS
+
+    flags.DEFINE_enum("method", "gumbel", METHODS, "Search method.")
+    flags.DEFINE_string("spec", None, "JSON routing spec to search instead of the method's "
+                        "default space (its masks set to null are searched).")
+    flags.DEFINE_integer("num_layers", 2, "Expert layers of the search space.", lower_bound=1)
+    flags.DEFINE_float("arch_learning_rate", 0.05, "Adam learning rate of the architecture.",
+                       lower_bound=0.0)
+    flags.DEFINE_enum("child", "finetune", CHILD_MODES,
+                      "inherit: evaluate the child with the supernet's weights; finetune: "
+                      "inherit then train; retrain: train from scratch.")
+    flags.DEFINE_integer("child_epochs", 2, "Training epochs of the child (finetune/retrain).",
+                         lower_bound=0)
+    flags.DEFINE_float("budget", None, "Gumbel: target fraction of active connections.")
+    flags.DEFINE_float("entropy_weight", 10.0, "MTL-NAS: weight of the min-entropy regulariser.")
+    flags.DEFINE_float("cost_weight", 0.0, "Gumbel and MTNAS: price of the fraction of experts "
+                       "the child computes (loss penalty / reward cost).", lower_bound=0.0)
+    flags.DEFINE_integer("log_every", 20, "Steps between TensorBoard architecture logs.",
+                         lower_bound=1)
+
+
+
+def define_train_flags() -> None:
+    """Flags of ``tfmtnas-train``."""
+    define_data_flags()
+    define_model_flags()
+    define_training_flags()
+    define_strategy_flags()
+
+
+def define_search_flags() -> None:
+    """Flags of ``tfmtnas-search``: ``--model_dir`` is required, experts are narrower."""
+    define_data_flags()
+    define_model_flags(expert_units=("32",))
+    define_training_flags(model_dir_required=True)
+    define_search_method_flags()
+
+
+def define_evaluate_flags() -> None:
+    """Flags of ``tfmtnas-evaluate``."""
+    define_data_flags()
+    flags.DEFINE_string("model_dir", None,
+                        "Trained model dir to evaluate (instead of --saved_model).")
+    flags.DEFINE_string("saved_model", None,
+                        "Exported SavedModel version folder (<root>/<name>/<version>) to "
+                        "evaluate through its serving_default signature.")
+    flags.DEFINE_enum("split", "test", ("train", "validation", "test"), "Split to evaluate.")
+    flags.DEFINE_string("output", None, "Also write the metrics JSON to this file.")
+    flags.DEFINE_integer("batch_size", 4096, "Rows per prediction call.", lower_bound=1)
+    flags.DEFINE_integer("seed", 0, "Seed of the dataset split (default: the one the model "
+                         "was trained with, if recorded).")
+
+
+def define_export_flags() -> None:
+    """Flags of ``tfmtnas-export``."""
+    flags.DEFINE_string("model_dir", None,
+                        "Trained model dir to export (tfmtnas-train's --model_dir; for a "
+                        "tfmtnas-search dir, its derived child/ is exported).")
+    flags.DEFINE_string("export_root", "saved_models",
+                        "TF Serving base folder: the model goes to <export_root>/<name>/<version>.")
+    flags.DEFINE_string("name", None, "Model name under --export_root (default: the model "
+                        "dir's folder name).")
+    flags.DEFINE_integer("version", None, "Integer version (default: the next free one).",
+                         lower_bound=0)
+    flags.DEFINE_bool("overwrite", False, "Replace --version if it already exists.")
+    flags.DEFINE_bool("warmup_requests", False,
+                      "Also write TF Serving warm-up requests (needs tensorflow-serving-api).")
+    flags.DEFINE_bool("serving_jit_compile", False,
+                      "XLA-compile the model core of the serving graph (faster at small "
+                      "batches; TF Serving on CPU then needs --xla_cpu_compilation_enabled).")
+
+
+def define_prepare_flags() -> None:
+    """Flags of ``tfmtnas-prepare``."""
+    flags.DEFINE_list("input", [], "CSV/TSV files or glob patterns (plain or .gz), each "
+                      "starting with the same header row.")
+    flags.DEFINE_string("output_dir", None, "The prepared dataset folder to create.")
+    flags.DEFINE_list("labels", [], "Label columns as name:kind, kind binary (default) or "
+                      "regression.")
+    flags.DEFINE_list("categorical", [], "Categorical columns (default: every column that is "
+                      "neither numeric nor a label).")
+    flags.DEFINE_list("numeric", [], "Numeric columns (a finite number in every row).")
+    flags.DEFINE_list("log_numeric", [], "Numeric columns normalised after log1p(max(x, 0)).")
+    flags.DEFINE_list("hash_columns", [], "Categorical columns to hash instead of counting a "
+                      "vocabulary, as name:bins.")
+    flags.DEFINE_string("key_column", None, "Column whose hash decides each row's split "
+                        "(default: the whole line).")
+    flags.DEFINE_float("validation_fraction", 0.1, "Share of keys in the validation split.",
+                       lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_float("test_fraction", 0.1, "Share of keys in the test split.",
+                       lower_bound=0.0, upper_bound=1.0)
+    flags.DEFINE_list("min_count", ["2"], "Values seen fewer times in the training split go "
+                      "to the out-of-vocabulary id: n for every column and/or name:n per "
+                      "column.")
+    flags.DEFINE_list("max_vocabulary", [], "Keep at most this many values per vocabulary "
+                      "(the rarest go to out-of-vocabulary): n for every column and/or "
+                      "name:n per column. Default: no limit.")
+    flags.DEFINE_integer("inline_vocabulary_max", 10000, "Larger vocabularies go to "
+                         "vocabularies/<column>.txt instead of the spec.", lower_bound=0)
+    flags.DEFINE_integer("num_shards", 8, "Train shard files (validation and test get "
+                         "proportionally fewer, at least one).", lower_bound=1)
+    flags.DEFINE_enum("bad_rows", "error", ("error", "skip"), "A bad row fails with its file, "
+                      "line and column (error) or is skipped and counted (skip).")
+    flags.DEFINE_string("sep", None, "Field separator (default: tab for .tsv files, else "
+                        "comma); 'tab' or '\\t' for a tab.")
+    flags.DEFINE_integer("compression_level", 3, "Gzip level of the shards (1 fast .. 9 "
+                         "small).", lower_bound=0, upper_bound=9)
+    flags.DEFINE_float("progress_seconds", 5.0, "Seconds between progress lines.",
+                       lower_bound=0.0)
+    flags.DEFINE_bool("overwrite", False, "Replace an existing prepared folder.")
+
+
+def define_demo_flags() -> None:
+    """Flags of ``tfmtnas-demo``."""
+    flags.DEFINE_integer("seed", 0, "Random seed.")
+    flags.DEFINE_string("data_dir", None,
+                        "Directory with the UCI files (default: fetch and cache).")
+    flags.DEFINE_list("baselines", ["mmoe", "ple", "shared_bottom"],
+                      "Hand-designed models to train.")
+    flags.DEFINE_string("method", "mtnas",
+                        "Search method (mtnas, gumbel, mtlnas; empty: none).")
+    flags.DEFINE_string("model_dir", "runs/demo", "Where each model's outputs go.")
+    flags.DEFINE_string("export_root", "saved_models", "Where the best model is exported for "
+                        "TF Serving (<export_root>/<name>/<version>).")
 
 
 def _task_kinds(items: list[str]) -> dict[str, str]:
@@ -145,6 +275,45 @@ def dataset_options() -> dict:
     return {}
 
 
+def _explicit(name: str) -> bool:
+    return name in FLAGS and not FLAGS[name].using_default_value
+
+
+def evaluate_dataset(record: Mapping) -> dict:
+    """What ``tfmtnas-evaluate`` evaluates on: explicit flags, else the training record.
+
+    Args:
+        record: the training run's resolved config (``dataset``, ``data_dir``,
+            ``dataset_options``, ``seed``), possibly empty.
+
+    Returns:
+        ``name``, ``data_dir``, ``options``, ``seed`` and ``from`` (``"training record"`` or
+        ``"flags"``), as :func:`tfmtnas.pipelines.evaluating.evaluate_model` takes them.
+
+    Raises:
+        UserError: an option of the recorded dataset is given without ``--dataset``.
+    """
+    use_record = bool(record.get("dataset")) and not _explicit("dataset")
+    if use_record:
+        specific = sorted(n for n in FLAGS if n.startswith(f"{record['dataset']}_")
+                          and _explicit(n))
+        if specific:
+            raise UserError(f"--{specific[0]} needs --dataset={record['dataset']} as well "
+                            f"(without --dataset the recorded dataset options are used).")
+        resolved = {"name": record["dataset"],
+                    "data_dir": FLAGS.data_dir if _explicit("data_dir")
+                    else record.get("data_dir"),
+                    "options": dict(record.get("dataset_options") or {})}
+    else:
+        resolved = {"name": FLAGS.dataset, "data_dir": FLAGS.data_dir,
+                    "options": dataset_options()}
+    same_data = record.get("dataset") == resolved["name"]
+    resolved["seed"] = (FLAGS.seed if _explicit("seed") or not same_data
+                        else int(record.get("seed", FLAGS.seed)))
+    resolved["from"] = "training record" if use_record else "flags"
+    return resolved
+
+
 def train_config():
     """The resolved :class:`~tfmtnas.pipelines.training.TrainConfig` from the flags."""
     from tfmtnas.pipelines.training import TrainConfig
@@ -159,30 +328,6 @@ def train_config():
         jit_compile=FLAGS.jit_compile, model_dir=FLAGS.model_dir,
         dataset_options=dataset_options(),
         strategy=FLAGS.strategy if "strategy" in FLAGS else "default")
-
-
-@_once
-def define_search_flags() -> None:
-    from tfmtnas.pipelines.searching import CHILD_MODES
-    from tfmtnas.search.methods import METHODS
-
-    flags.DEFINE_enum("method", "gumbel", METHODS, "Search method.")
-    flags.DEFINE_string("spec", None, "JSON routing spec to search instead of the method's "
-                        "default space (its masks set to null are searched).")
-    flags.DEFINE_integer("num_layers", 2, "Expert layers of the search space.", lower_bound=1)
-    flags.DEFINE_float("arch_learning_rate", 0.05, "Adam learning rate of the architecture.",
-                       lower_bound=0.0)
-    flags.DEFINE_enum("child", "finetune", CHILD_MODES,
-                      "inherit: evaluate the child with the supernet's weights; finetune: "
-                      "inherit then train; retrain: train from scratch.")
-    flags.DEFINE_integer("child_epochs", 2, "Training epochs of the child (finetune/retrain).",
-                         lower_bound=0)
-    flags.DEFINE_float("budget", None, "Gumbel: target fraction of active connections.")
-    flags.DEFINE_float("entropy_weight", 10.0, "MTL-NAS: weight of the min-entropy regulariser.")
-    flags.DEFINE_float("cost_weight", 0.0, "Gumbel and MTNAS: price of the fraction of experts "
-                       "the child computes (loss penalty / reward cost).", lower_bound=0.0)
-    flags.DEFINE_integer("log_every", 20, "Steps between TensorBoard architecture logs.",
-                         lower_bound=1)
 
 
 def search_config():
@@ -209,88 +354,6 @@ def search_config():
         method_options=options, child=FLAGS.child,
         child_epochs=FLAGS.child_epochs, seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
         model_dir=FLAGS.model_dir, log_every=FLAGS.log_every)
-
-
-# Flags several binaries share under one name; defined with allow_override so that any
-# combination of pipeline modules can be imported in one process (last definition wins).
-def _shared_model_dir(help_text: str) -> None:
-    flags.DEFINE_string("model_dir", None, help_text, allow_override=True)
-
-
-@_once
-def define_export_flags() -> None:
-    """Flags of ``tfmtnas-export``."""
-    _shared_model_dir("Trained model dir to export (tfmtnas-train's --model_dir; for a "
-                      "tfmtnas-search dir, its derived child/ is exported).")
-    flags.DEFINE_string("export_root", "saved_models",
-                        "TF Serving base folder: the model goes to <export_root>/<name>/<version>.")
-    flags.DEFINE_string("name", None, "Model name under --export_root (default: the model "
-                        "dir's folder name).")
-    flags.DEFINE_integer("version", None, "Integer version (default: the next free one).",
-                         lower_bound=0)
-    flags.DEFINE_bool("overwrite", False, "Replace --version if it already exists.")
-    flags.DEFINE_bool("warmup_requests", False,
-                      "Also write TF Serving warm-up requests (needs tensorflow-serving-api).")
-    flags.DEFINE_bool("serving_jit_compile", False,
-                      "XLA-compile the model core of the serving graph (faster at small "
-                      "batches; TF Serving on CPU then needs --xla_cpu_compilation_enabled).")
-
-
-@_once
-def define_evaluate_flags() -> None:
-    """Flags of ``tfmtnas-evaluate`` (plus :func:`define_data_flags`)."""
-    _shared_model_dir("Trained model dir to evaluate (instead of --saved_model).")
-    flags.DEFINE_string("saved_model", None,
-                        "Exported SavedModel version folder (<root>/<name>/<version>) to "
-                        "evaluate through its serving_default signature.")
-    flags.DEFINE_enum("split", "test", ("train", "validation", "test"), "Split to evaluate.")
-    flags.DEFINE_string("output", None, "Also write the metrics JSON to this file.")
-    flags.DEFINE_integer("batch_size", 4096, "Rows per prediction call.", lower_bound=1,
-                         allow_override=True)
-    flags.DEFINE_integer("seed", 0, "Seed of the dataset split (default: the one the model "
-                         "was trained with, if recorded).", allow_override=True)
-
-
-@_once
-def define_prepare_flags() -> None:
-    """Flags of ``tfmtnas-prepare``."""
-    flags.DEFINE_list("input", [], "CSV/TSV files or glob patterns (plain or .gz), each "
-                      "starting with the same header row.")
-    flags.DEFINE_string("output_dir", None, "The prepared dataset folder to create.")
-    flags.DEFINE_list("labels", [], "Label columns as name:kind, kind binary (default) or "
-                      "regression.")
-    flags.DEFINE_list("categorical", [], "Categorical columns (default: every column that is "
-                      "neither numeric nor a label).")
-    flags.DEFINE_list("numeric", [], "Numeric columns (a finite number in every row).")
-    flags.DEFINE_list("log_numeric", [], "Numeric columns normalised after log1p(max(x, 0)).")
-    flags.DEFINE_list("hash_columns", [], "Categorical columns to hash instead of counting a "
-                      "vocabulary, as name:bins.")
-    flags.DEFINE_string("key_column", None, "Column whose hash decides each row's split "
-                        "(default: the whole line).")
-    flags.DEFINE_float("validation_fraction", 0.1, "Share of keys in the validation split.",
-                       lower_bound=0.0, upper_bound=1.0)
-    flags.DEFINE_float("test_fraction", 0.1, "Share of keys in the test split.",
-                       lower_bound=0.0, upper_bound=1.0)
-    flags.DEFINE_list("min_count", ["2"], "Values seen fewer times in the training split go "
-                      "to the out-of-vocabulary id: n for every column and/or name:n per "
-                      "column.")
-    flags.DEFINE_list("max_vocabulary", [], "Keep at most this many values per vocabulary "
-                      "(the rarest go to out-of-vocabulary): n for every column and/or "
-                      "name:n per column. Default: no limit.")
-    flags.DEFINE_integer("inline_vocabulary_max", 10000, "Larger vocabularies go to "
-                         "vocabularies/<column>.txt instead of the spec.", lower_bound=0)
-    flags.DEFINE_integer("num_shards", 8, "Train shard files (validation and test get "
-                         "proportionally fewer, at least one).", lower_bound=1)
-    flags.DEFINE_enum("bad_rows", "error", ("error", "skip"), "A bad row fails with its file, "
-                      "line and column (error) or is skipped and counted (skip).")
-    flags.DEFINE_string("sep", None, "Field separator (default: tab for .tsv files, else "
-                        "comma); 'tab' or '\\t' for a tab.")
-    flags.DEFINE_integer("compression_level", 3, "Gzip level of the shards (1 fast .. 9 "
-                         "small).", lower_bound=0, upper_bound=9)
-    flags.DEFINE_float("progress_seconds", 5.0, "Seconds between progress lines.",
-                       lower_bound=0.0)
-    flags.DEFINE_bool("overwrite", False, "tfmtnas-prepare: replace an existing prepared "
-                      "folder; tfmtnas-export: replace --version.", allow_override=True)
 
 
 def _name_values(flag: str, items: list[str]) -> int | dict[str, int] | None:

@@ -15,13 +15,8 @@ from absl import app, flags
 from tfmtnas.pipelines import flags as pipeline_flags
 from tfmtnas.pipelines.errors import binary_main, run_binary
 
-pipeline_flags.define_data_flags()
-pipeline_flags.define_model_flags()
-pipeline_flags.define_training_flags()
 pipeline_flags.define_search_flags()
 flags.adopt_module_key_flags(pipeline_flags)  # --helpshort lists them
-flags.mark_flag_as_required("model_dir")
-flags.FLAGS.set_default("expert_units", ["32"])
 
 
 @binary_main("tfmtnas-search")

@@ -15,10 +15,7 @@ from absl import app, flags
 from tfmtnas.pipelines import flags as pipeline_flags
 from tfmtnas.pipelines.errors import binary_main, run_binary
 
-pipeline_flags.define_data_flags()
-pipeline_flags.define_model_flags()
-pipeline_flags.define_training_flags()
-pipeline_flags.define_strategy_flags()
+pipeline_flags.define_train_flags()
 flags.adopt_module_key_flags(pipeline_flags)  # --helpshort lists them
 
 
