@@ -146,6 +146,10 @@ def test_input_pipelines_and_halves_partition_the_rows(data, tmp_path, shards):
     halves = [_keys(split_dataset(prepared, "train", 64, half=k)) for k in (0, 1)]
     assert sorted(halves[0] + halves[1]) == everything
     assert [len(h) for h in halves] == [num_rows(prepared, "train", half=k) for k in (0, 1)]
+    # Each half reports its number of batches, which is what it yields.
+    for k in (0, 1):
+        ds = split_dataset(prepared, "train", 64, half=k)
+        assert int(ds.cardinality()) == len(list(ds)) == -(-len(halves[k]) // 64)
 
 
 def test_incomplete_or_missing_folders_are_one_line_errors(data, tmp_path):

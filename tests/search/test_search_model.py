@@ -196,3 +196,28 @@ def test_search_under_mixed_bfloat16(method):
     assert np.isfinite(history.history["loss"]).all()
     assert any(_changed(arch_before, mixed.method.trainable_variables))
     assert not mixed.method.derive().searched
+
+
+@pytest.mark.parametrize("halves", [False, True])
+def test_an_epoch_advances_the_step_counters_once_per_batch(halves):
+    """Keras ends an epoch of unknown length by calling the train step until the input runs
+    out; that last call has no data but advanced the optimizers' and the search's step
+    counters, so a search resumed after a kill drew its seeded routes one step off the
+    uninterrupted run's. The search pairs report their length, so no such call is made."""
+    from tfmtnas.data import make_synthetic
+    from tfmtnas.data.sources import num_rows, search_pairs
+
+    data = make_synthetic(num_train=100, num_validation=30, num_test=10, dim=3, seed=0)
+    epoch = tf.Variable(0, dtype=tf.int64)
+    pairs, rows = search_pairs(data, halves, batch_size=16, seed=0, epoch=epoch)
+    assert rows == num_rows(data, "train", half=0 if halves else None)
+    batches = -(-rows // 16)
+    assert int(pairs.cardinality()) == batches == len(list(pairs))
+    names = [t.name for t in data.tasks]
+    model = SearchModel(data.spec, data.tasks,
+                        make_method("gumbel", search_space("gumbel", names, 1, 2, (4,))),
+                        embedding_dim=2, tower_units=(4,))
+    model.compile(keras.optimizers.Adam(0.01), jit_compile=False)
+    model.fit(pairs, epochs=2, verbose=0)
+    assert [int(model.search_step), int(model.optimizer.iterations),
+            int(model.arch_optimizer.iterations)] == [2 * batches] * 3

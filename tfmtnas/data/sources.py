@@ -110,4 +110,12 @@ def search_pairs(data: DataSource, halves: bool, batch_size: int, seed: int | No
     arch = split_dataset(data, a_split, batch_size, shuffle=True,
                          seed=None if seed is None else seed + 1, repeat=True, half=a_half,
                          half_seed=s, shuffle_buffer=shuffle_buffer, epoch=epoch)
-    return tf.data.Dataset.zip((weights, arch)), num_rows(data, w_split, w_half)
+    pairs = tf.data.Dataset.zip((weights, arch))
+    if weights.cardinality() >= 0:
+        # The repeated architecture stream hides the length of the pairs from Keras, which
+        # then ends the first epoch by calling the train step once more until the input
+        # runs out; that call fails for want of data but still advances the optimizers'
+        # and the search's step counters, so a resumed search would count steps (and draw
+        # its seeded routes) one off from the uninterrupted one.
+        pairs = pairs.apply(tf.data.experimental.assert_cardinality(weights.cardinality()))
+    return pairs, num_rows(data, w_split, w_half)

@@ -185,7 +185,7 @@ def make_stream_dataset(
         part: ``(k, n)``: keep only records ``i`` with ``i % n == k`` (in file order, before
             shuffling), e.g. the two halves MTL-NAS trains weights and edges on.
         shuffle_buffer: records in the shuffle buffer. Default 100,000.
-        num_rows: rows in ``files``; when given (and nothing shards the stream) the dataset
+        num_rows: rows in ``files``; when given (and no worker shards the stream) the dataset
             reports its number of batches, so progress bars show a total.
         epoch: an int64 variable holding the current epoch: shard order and shuffle are
             then a function of ``(seed, epoch)``, so a resumed run reads what the
@@ -217,6 +217,8 @@ def make_stream_dataset(
         return preprocessor(parsed), labels
 
     ds = ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-    if num_rows is not None and not repeat and input_context is None and part is None:
+    if num_rows is not None and not repeat and input_context is None:
+        if part is not None:  # records k, k + n, k + 2n, ... of num_rows
+            num_rows = (num_rows - part[0] + part[1] - 1) // part[1]
         ds = ds.apply(tf.data.experimental.assert_cardinality(-(-num_rows // batch_size)))
     return ds.prefetch(tf.data.AUTOTUNE)
