@@ -7,8 +7,10 @@ Importing this module defines no flag. Each binary module calls its own
 any absl program.
 
 Binaries give some flags the same name with other defaults and help (``--model_dir``,
-``--seed``, ``--batch_size``, ``--overwrite``), so one process defines the flags of one
-binary: importing a second binary module raises absl's ``DuplicateFlagError``.
+``--seed``, ``--batch_size``, ``--overwrite``), so a process defines the flags of one
+binary: importing a second binary module that shares a flag name with the first raises
+absl's ``DuplicateFlagError``. Code both binaries need lives in library modules
+(:mod:`tfmtnas.pipelines.exporting`, :mod:`tfmtnas.pipelines.evaluating`, ...).
 """
 
 from __future__ import annotations
@@ -132,7 +134,6 @@ def define_search_method_flags() -> None:
                        "the child computes (loss penalty / reward cost).", lower_bound=0.0)
     flags.DEFINE_integer("log_every", 20, "Steps between TensorBoard architecture logs.",
                          lower_bound=1)
-
 
 
 def define_train_flags() -> None:
