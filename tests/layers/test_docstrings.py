@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-MODULES = ["experts", "gates", "mmoe", "ple", "shared_bottom", "cross_stitch", "towers"]
+MODULES = ["experts", "gates", "gating", "mmoe", "ple", "shared_bottom", "cross_stitch", "towers"]
 
 
 @pytest.mark.parametrize("name", MODULES)

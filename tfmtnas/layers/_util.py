@@ -95,8 +95,3 @@ def per_slice_initializer(initializer):
         return tf.stack(slices, axis=0)
 
     return init
-
-
-def large_negative(dtype: tf.DType) -> float:
-    """A finite logit that softmax maps to zero, representable in ``dtype``."""
-    return -1e9 if tf.as_dtype(dtype).size >= 4 else -3e4

@@ -1,4 +1,7 @@
-"""Gates that mix a bank of experts into one output per consumer (task, next-layer expert)."""
+"""Gates that mix a bank of experts into one output per consumer (task, next-layer expert).
+
+The layer owns the gate's variables and checks; the math is :mod:`tfmtnas.layers.gating`.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmtnas import keras
-from tfmtnas.layers import _util
+from tfmtnas.layers import _util, gating
 
 GATE_KINDS = ("softmax", "mean", "static")
 
@@ -94,7 +97,7 @@ class ExpertGate(keras.layers.Layer):
                                  f"read no expert), got {mask!r}.")
         self.mask = None if mask is None else mask_array.astype(int).tolist()
         self._mask = mask_array
-        self._mean_weights = mask_array / mask_array.sum(axis=1, keepdims=True)
+        self._mean_weights = gating.mean_weights(mask_array)
         if static_init is not None:
             if kind != "static":
                 raise ValueError(f"static_init is only used by kind='static', got "
@@ -165,19 +168,14 @@ class ExpertGate(keras.layers.Layer):
         """``[C, E]`` for mean/static gates, ``[batch, C, E]`` for softmax gates."""
         if self.kind == "mean":
             return tf.constant(self._mean_weights, dtype=self.compute_dtype)
-        if self.kind == "static":
-            mask = tf.constant(self._mask, dtype=self.compute_dtype)
-            return tf.cast(self.static_weights, self.compute_dtype) * mask
-        equation = "bd,cde->bce" if query.shape.rank == 2 else "bcd,cde->bce"
         # Explicit casts: gate_weights() runs outside __call__, where no autocasting happens.
-        kernel = tf.cast(self.kernel, self.compute_dtype)
-        bias = tf.cast(self.bias, self.compute_dtype)
-        logits = tf.einsum(equation, tf.cast(query, self.compute_dtype), kernel) + bias
-        if not np.all(self._mask == 1):
-            # Masked experts get a huge negative logit, hence exactly zero weight.
-            fill = tf.constant(_util.large_negative(logits.dtype), logits.dtype)
-            logits = tf.where(tf.constant(self._mask > 0), logits, fill)
-        return tf.nn.softmax(logits, axis=-1)
+        if self.kind == "static":
+            return gating.static_weights(tf.cast(self.static_weights, self.compute_dtype),
+                                         tf.constant(self._mask, dtype=self.compute_dtype))
+        logits = gating.softmax_logits(tf.cast(query, self.compute_dtype),
+                                       tf.cast(self.kernel, self.compute_dtype),
+                                       tf.cast(self.bias, self.compute_dtype))
+        return gating.masked_softmax(logits, self._mask)
 
     def gate_weights(self, query=None) -> tf.Tensor:
         """The mixing weights ``[batch, C, E]`` (``[1, C, E]`` for mean/static without query).
@@ -203,9 +201,7 @@ class ExpertGate(keras.layers.Layer):
 
     def call(self, inputs):
         query, experts = self._split(inputs)
-        weights = self._weights(query)
-        equation = "bce,beh->bch" if self.kind == "softmax" else "ce,beh->bch"
-        return tf.einsum(equation, weights, experts)
+        return gating.mix(self._weights(query), experts)
 
     def compute_output_shape(self, input_shape):
         _, experts = self._split_shapes(input_shape)

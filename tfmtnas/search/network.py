@@ -1,8 +1,9 @@
 """The routing network: a Keras layer that computes any :class:`RoutingSpec`.
 
 Experts of one layer run as one batched ``einsum`` (:class:`tfmtnas.layers.ExpertBank`);
-the mixers of one layer run as a few batched ``einsum`` s (one per gate kind). A fixed spec is
-pruned before it is built, so experts that reach no task are never computed.
+the mixers of one layer run as a few batched ``einsum`` s (one per gate kind), computed by
+:mod:`tfmtnas.layers.gating` as in the dedicated layers. A fixed spec is pruned before it is
+built, so experts that reach no task are never computed.
 
 A search method drives a searched spec by passing ``routes``: per mixer group a connection
 multiplier ``[C, E]`` or ``[batch, C, E]`` (hard 0/1, straight-through or relaxed) and, when
@@ -25,19 +26,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfmtnas import keras
-from tfmtnas.layers import ExpertBank, _util
+from tfmtnas.layers import ExpertBank, _util, gating
 from tfmtnas.search.spec import INPUT, RoutingSpec, prune
-
-
-def _normalise(w: tf.Tensor) -> tf.Tensor:
-    """``w`` divided by its sum over the last axis; a row that sums to 0 is left as is (0).
-
-    Dividing an all-zero row by 1 instead of by a tiny epsilon computes the same zeros but
-    keeps the gradient finite: a straight-through mask row sampled all-off would otherwise
-    send ``1 / epsilon``-sized gradients to the architecture logits.
-    """
-    total = tf.reduce_sum(w, -1, keepdims=True)
-    return w / tf.where(total > 0, total, tf.ones_like(total))
 
 
 @dataclasses.dataclass
@@ -72,8 +62,8 @@ def mixer_groups(spec: RoutingSpec) -> list[MixerGroup]:
             idx = [producers.index(n) for n in m.candidates]
             cand[i, idx] = 1
             mask[i, idx] = 1 if m.mask is None else m.mask
-            vals = m.static_init or [1.0 / len(idx)] * len(idx)
-            init[i, idx] = vals
+            # A static gate without static_init starts as the mean of its candidates.
+            init[i, idx] = m.static_init or gating.mean_weights(np.ones(len(idx)))
         groups.append(MixerGroup(
             p, [m.name for m in mixers], cand, mask, np.array([m.searched for m in mixers]),
             [m.gate for m in mixers],
@@ -218,11 +208,8 @@ class RoutingNetwork(keras.layers.Layer):
             gates.static_weights = add("static", list(vals.shape),
                                        keras.initializers.Constant(vals.tolist()))
         if len(nddr):
-            own = np.zeros((len(nddr), e, h_p, h_p), np.float32)
-            for j, row in enumerate(nddr):
-                for k in np.flatnonzero(g.candidates[row]):
-                    own[j, k] = self.nddr_cross_init * np.eye(h_p)
-                own[j, g.first[row]] = np.eye(h_p)
+            own = gating.nddr_init(g.candidates[nddr], [g.first[row] for row in nddr], h_p,
+                                   self.nddr_cross_init)
             gates.nddr_weights = add("nddr", list(own.shape), keras.initializers.Constant(own))
             gates.nddr_bn = keras.layers.BatchNormalization(name=f"g{g_i}_nddr_bn",
                                                             dtype=self.dtype_policy)
@@ -255,28 +242,22 @@ class RoutingNetwork(keras.layers.Layer):
         cand = tf.constant(g.candidates, dtype)
         mask = route.get("mask")
         mask = tf.constant(g.fixed_mask, dtype) if mask is None else tf.cast(mask, dtype) * cand
-        batched = mask.shape.rank == 3
         pieces = []
         if len(gates.softmax):
             logits = (self._softmax_logits(gates, g, x, mixed_below, route.get("query"))
                       + gates.bias)
             sel = gates.softmax
-            m = tf.gather(mask, sel, axis=-2)
-            logits = tf.where(tf.constant(g.candidates[sel] > 0), logits,
-                              tf.cast(_util.large_negative(dtype), dtype))
-            p = tf.nn.softmax(logits, axis=-1) * m
-            w = _normalise(p)
-            pieces.append(tf.einsum("bce,beh->bch", w, producers))
-        for rows, static in ((gates.static, True), (gates.mean, False)):
-            if len(rows):
-                m = tf.gather(mask, rows, axis=-2)
-                w = m * gates.static_weights if static else _normalise(m)
-                eq = "bce,beh->bch" if batched else "ce,beh->bch"
-                pieces.append(tf.einsum(eq, w, producers))
+            w = gating.softmax_weights(logits, g.candidates[sel], tf.gather(mask, sel, axis=-2))
+            pieces.append(gating.mix(w, producers))
+        if len(gates.static):
+            m = tf.gather(mask, gates.static, axis=-2)
+            pieces.append(gating.mix(gating.static_weights(gates.static_weights, m), producers))
+        if len(gates.mean):
+            m = tf.gather(mask, gates.mean, axis=-2)
+            pieces.append(gating.mix(gating.normalise(m), producers))
         if len(gates.nddr):
             m = tf.gather(mask, gates.nddr, axis=-2)
-            eq = "bne,beh,nehk->bnk" if batched else "ne,beh,nehk->bnk"
-            fused = tf.einsum(eq, m, producers, gates.nddr_weights)
+            fused = gating.nddr_fuse(m, producers, gates.nddr_weights)
             n, h = fused.shape[1], fused.shape[2]
             fused = gates.nddr_bn(tf.reshape(fused, [-1, n * h]), training=training)
             pieces.append(tf.reshape(fused, [-1, n, h]))
@@ -288,7 +269,7 @@ class RoutingNetwork(keras.layers.Layer):
     def _softmax_logits(self, gates: GroupGates, g, x, mixed_below, query):
         soft = gates.softmax
         if self.search_queries:
-            logits = tf.einsum("bd,cde->bce", x, gates.kernel_input)
+            logits = gating.softmax_logits(x, gates.kernel_input)
             if gates.kernel_mixer is None:
                 return logits
             if query is None:
@@ -305,10 +286,10 @@ class RoutingNetwork(keras.layers.Layer):
                     + tf.einsum("cm,bcme->bce", query[:, 1:], below))
         parts = []
         if gates.kernel_input is not None:
-            parts.append(tf.einsum("bd,cde->bce", x, gates.kernel_input))
+            parts.append(gating.softmax_logits(x, gates.kernel_input))
         if gates.kernel_mixer is not None:
             q = tf.gather(mixed_below, gates.query_mixers, axis=1)
-            parts.append(tf.einsum("bch,che->bce", q, gates.kernel_mixer))
+            parts.append(gating.softmax_logits(q, gates.kernel_mixer))
         if len(parts) == 1:
             return parts[0]
         order = np.concatenate([gates.input_rows, gates.mixer_rows])
