@@ -166,13 +166,14 @@ def test_multi_worker_training_gives_identical_weights_and_only_the_chief_writes
     assert results[0]["metrics"]["click_auc"] > 0.6 and results[1]["metrics"] == {}
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["strategy"] == "multi_worker" and metrics["replicas"] == 2
-    # Keras leaves the backup folder empty after a finished run (as with one process); the
-    # other worker's temporary backups and saved model were removed.
+    # The chief keeps the last epoch's checkpoint (as with one process); the other worker's
+    # temporary checkpoints and saved model were removed.
     written = sorted(str(p.relative_to(model_dir)) for p in model_dir.rglob("*"))
     assert [p for p in written if "/" not in p] == [
-        "backup", "config.json", "fingerprint.json", "metrics.json", "model.json",
+        "checkpoints", "config.json", "fingerprint.json", "metrics.json", "model.json",
         "weights"], written
-    assert not any((model_dir / "backup").iterdir()), written
+    assert sorted(p.name for p in (model_dir / "checkpoints").iterdir()) == [
+        "checkpoint", "ckpt-2.data-00000-of-00001", "ckpt-2.index"], written
 
 
 @pytest.mark.slow

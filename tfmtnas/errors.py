@@ -53,7 +53,7 @@ class MissingFileError(DataError, FileNotFoundError):
 
 
 class ResumeMismatchError(UserError):
-    """A model dir holds an unfinished run of other flags or data: resuming would mix them.
+    """A model dir holds a run of other flags or data: resuming it would mix the two.
 
     Args:
         message: what differs and how to start fresh.

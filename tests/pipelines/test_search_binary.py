@@ -54,7 +54,7 @@ def test_rerun_resumes_from_last_checkpoint(tiny_csv, tmp_path):
     assert (out / "checkpoints" / "checkpoint").exists()
     second = run_module("tfmtnas.pipelines.search", *args, "--epochs=2")
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "Resuming the search from ckpt-1 (epoch 1 of 2)" in second.stdout
+    assert "Resuming the search at epoch 2 of 2." in second.stdout
     assert "Epoch 2/2" in second.stdout + second.stderr
     assert "Epoch 1/2" not in second.stdout + second.stderr
 

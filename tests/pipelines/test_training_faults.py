@@ -39,7 +39,7 @@ def test_diverging_loss_stops_the_run_and_saves_nothing(synthetic, tmp_path):
         train_and_evaluate(cfg, data=synthetic, verbose=0)
     run = tmp_path / "run"
     assert not (run / "metrics.json").exists() and not (run / "model.json").exists()
-    assert not (run / "backup").exists() or not any((run / "backup").rglob("*.index"))
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").rglob("*.index"))
 
 
 def test_binary_exits_2_with_one_line_on_a_diverging_loss(tiny_csv, tmp_path):

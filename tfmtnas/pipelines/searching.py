@@ -1,7 +1,8 @@
 """Search, derive and evaluate: the library function behind ``tfmtnas-search``.
 
 A run writes into its model dir: ``config.json`` (resolved configuration),
-``checkpoints/`` (every epoch; a re-run with the same model dir resumes from the last one),
+``checkpoints/`` (every epoch: a re-run with the same model dir resumes from the last one,
+see :mod:`tfmtnas.pipelines.resume`),
 ``tensorboard/`` (losses and architecture probabilities over steps), ``derived_spec.json``,
 ``allocation.png``, ``derived_graph.png``, ``child/`` (the derived child, loadable with
 :func:`tfmtnas.pipelines.training.load_model` and exportable) and ``metrics.json``.
@@ -26,6 +27,7 @@ from tfmtnas.data.sources import search_pairs
 from tfmtnas.errors import UserError
 from tfmtnas.fsutil import FAULT_ENV
 from tfmtnas.models import make_optimizer
+from tfmtnas.pipelines.resume import CHECKPOINTS, EpochCheckpoints, check_resume
 from tfmtnas.pipelines.training import (
     FaultPoints,
     StopOnNonFiniteLoss,
@@ -95,21 +97,18 @@ class SearchResult:
     child_validation_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-class _EpochCheckpoint(keras.callbacks.Callback):
-    """Save a checkpoint after every epoch and time the epochs."""
+class _EpochTimer(keras.callbacks.Callback):
+    """The seconds each epoch took."""
 
-    def __init__(self, manager: tf.train.CheckpointManager | None, epoch: tf.Variable):
+    def __init__(self):
         super().__init__()
-        self.manager, self.epoch, self.seconds = manager, epoch, []
+        self.seconds: list[float] = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)
-        self.epoch.assign(epoch + 1)
-        if self.manager is not None:
-            self.manager.save(checkpoint_number=epoch + 1)
 
 
 class _ArchitectureLog(keras.callbacks.Callback):
@@ -183,9 +182,7 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
     space = _space(cfg, data)
     model_dir = Path(cfg.model_dir) if cfg.model_dir else None
     if model_dir is not None:
-        from tfmtnas.pipelines.resume import check_resume
-
-        check_resume(model_dir, "checkpoints", cfg.to_dict(), data)
+        check_resume(model_dir, CHECKPOINTS, cfg.to_dict(), data)
         _atomic_write(model_dir / "config.json", finite_json(cfg.to_dict()))
 
     # MTL-NAS trains weights and edges on two halves of the training split. The data order
@@ -202,26 +199,24 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
                         embedding_dim=cfg.embedding_dim, tower_units=cfg.tower_units)
     model.compile(make_optimizer(cfg.optimizer, cfg.learning_rate), jit_compile=cfg.jit_compile)
 
-    manager, callbacks = None, [StopOnNonFiniteLoss()]
+    timer, initial_epoch = _EpochTimer(), 0
+    callbacks = [StopOnNonFiniteLoss(), timer]
     if model_dir is not None:
-        ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
-                                   arch_optimizer=model.arch_optimizer, epoch=epoch)
-        manager = tf.train.CheckpointManager(ckpt, str(model_dir / "checkpoints"), max_to_keep=2)
-        if manager.latest_checkpoint:
-            ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            print(f"Resuming the search from {Path(manager.latest_checkpoint).name} "
-                  f"(epoch {int(epoch.numpy())} of {cfg.epochs}).", flush=True)
+        resume = EpochCheckpoints(model_dir / CHECKPOINTS, epoch, model=model,
+                                  optimizer=model.optimizer, arch_optimizer=model.arch_optimizer)
+        initial_epoch = resume.restore()
+        if initial_epoch:
+            print(f"Resuming the search at epoch {initial_epoch + 1} of {cfg.epochs}.",
+                  flush=True)
         writer = tf.summary.create_file_writer(str(model_dir / "tensorboard"))
-        callbacks.append(_ArchitectureLog(writer, method, model.search_step, cfg.log_every))
-    timer = _EpochCheckpoint(manager, epoch)
-    callbacks.append(timer)
+        callbacks += [_ArchitectureLog(writer, method, model.search_step, cfg.log_every), resume]
     if os.environ.get(FAULT_ENV):
         callbacks.append(FaultPoints("search"))  # kill points for the kill tests
 
     start = time.perf_counter()
-    if int(epoch.numpy()) < cfg.epochs:
-        model.fit(paired, epochs=cfg.epochs, initial_epoch=int(epoch.numpy()),
-                  callbacks=callbacks, verbose=verbose)
+    if initial_epoch < cfg.epochs:
+        model.fit(paired, epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
+                  verbose=verbose)
     search_seconds = time.perf_counter() - start
 
     test = split_dataset(data, "test", 8192)

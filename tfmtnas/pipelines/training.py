@@ -30,6 +30,7 @@ from tfmtnas.errors import DivergedError, MissingFileError, UserError
 from tfmtnas.features import FeatureSpec
 from tfmtnas.fsutil import FAULT_ENV, atomic_write, fault_point, replace_dir, restore_aside
 from tfmtnas.models import MultiTaskModel, make_optimizer
+from tfmtnas.pipelines.resume import CHECKPOINTS, EpochCheckpoints, check_resume
 
 
 @dataclasses.dataclass
@@ -141,39 +142,6 @@ def check_finite_config(config: Mapping) -> None:
     walk("", dict(config))
 
 
-class EpochVariable(keras.callbacks.Callback):
-    """Keeps an int64 variable equal to the epoch being trained (read by the input pipeline).
-
-    Keras creates an epoch's data iterator (and its prefetching starts) *before* calling
-    ``on_epoch_begin``, so the variable is set ahead: to the first epoch at the start of
-    training (the epoch ``BackupAndRestore`` resumes at, when it runs before this callback)
-    and to ``epoch + 1`` at each epoch's end.
-
-    Args:
-        variable: the int64 variable to keep.
-
-    Example:
-        >>> epoch = tf.Variable(0, dtype=tf.int64)
-        >>> model.fit(split_dataset(data, "train", 512, shuffle=True, seed=0, epoch=epoch),
-        ...           epochs=3, callbacks=[EpochVariable(epoch)])  # doctest: +SKIP
-    """
-
-    def __init__(self, variable: tf.Variable):
-        super().__init__()
-        self.variable = variable
-
-    def on_train_begin(self, logs=None):
-        # BackupAndRestore's restored state (tf-keras keeps it on the model): the last
-        # finished epoch, or -1 for a fresh run.
-        state = getattr(self.model, "_training_state", None)
-        saved = getattr(state, "_ckpt_saved_epoch", None)
-        self.variable.assign(int(saved.numpy()) + 1 if saved is not None
-                             and int(saved.numpy()) >= 0 else 0)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.variable.assign(epoch + 1)
-
-
 class FaultPoints(keras.callbacks.Callback):
     """Kill points for the kill tests: ``<name>_batch_<epoch>_<batch>`` after a step and
     ``<name>_epoch_<epoch>`` after an epoch (and its backup), see
@@ -253,7 +221,8 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
 
     With ``cfg.model_dir`` set, writes ``config.json`` (resolved configuration),
     ``model.json`` (the model's config), the weights (``weights/``) and ``metrics.json``, and
-    keeps a per-epoch backup while training so a killed run resumes where it stopped.
+    keeps per-epoch checkpoints (``checkpoints/``, see :mod:`tfmtnas.pipelines.resume`) so a
+    killed run resumes where it stopped and a finished one can train on for more epochs.
 
     Under ``cfg.strategy`` (see :mod:`tfmtnas.distribute`) the model and optimizer are
     created in the strategy's scope; only the chief writes into the model dir, and under
@@ -279,9 +248,7 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
     verbose = _progress_verbosity() if verbose is None else verbose
     model_dir = Path(cfg.model_dir) if cfg.model_dir else None
     if model_dir is not None:
-        from tfmtnas.pipelines.resume import check_resume
-
-        check_resume(model_dir, "backup", cfg.to_dict(), data, write=chief)
+        check_resume(model_dir, CHECKPOINTS, cfg.to_dict(), data, write=chief)
         if chief:
             _atomic_write(model_dir / "config.json", finite_json(cfg.to_dict()))
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
@@ -308,18 +275,21 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
         logging.warning("--jit_compile is off under --strategy=parameter_server: XLA cannot "
                         "read variables that live on the parameter servers.")
         model_cfg = dataclasses.replace(cfg, jit_compile=False)
+    callbacks, initial_epoch = [StopOnNonFiniteLoss()], 0
     with strategy.scope():
         model = build_model(data, model_cfg)
-    # A killed run resumes from its last finished epoch when re-run with the same model dir.
-    callbacks = [StopOnNonFiniteLoss()]
-    if model_dir is not None:
-        # Multi-worker safe: other workers back up into temporary folders they remove.
-        callbacks.append(keras.callbacks.BackupAndRestore(str(model_dir / "backup")))
-    callbacks.append(EpochVariable(epoch))  # after BackupAndRestore: reads where it resumes
+        if model_dir is not None:
+            # A killed run resumes from its last finished epoch when re-run with the same
+            # model dir (and refuses to under other settings: check_resume above).
+            resume = EpochCheckpoints(model_dir / CHECKPOINTS, epoch, chief=chief, model=model)
+            initial_epoch = resume.restore()
+            callbacks.append(resume)
     if os.environ.get(FAULT_ENV):
         callbacks.append(FaultPoints("train"))
     start = time.perf_counter()
-    model.fit(train, epochs=cfg.epochs, verbose=verbose, callbacks=callbacks, **fit_options)
+    if initial_epoch < cfg.epochs:
+        model.fit(train, epochs=cfg.epochs, initial_epoch=initial_epoch, verbose=verbose,
+                  callbacks=callbacks, **fit_options)
     seconds = time.perf_counter() - start
     if not uses_dataset_creator(strategy):
         val = task_metrics(model.evaluate(validation, return_dict=True, verbose=0), data)
