@@ -2,7 +2,9 @@
 
 The hand-designed models are therefore sub-graphs of the routing space: the routing network
 of ``preset(kind, ...)`` has the same weights (shapes and count) as the dedicated layer, and
-after copying them the outputs agree.
+after copying them the outputs agree. The dedicated layers here are built by hand; the
+table both come from (``BASELINES``, read by ``preset`` and ``build_sharing``) must build
+the same layers from the same sizes.
 """
 
 import numpy as np
@@ -10,7 +12,9 @@ import pytest
 from layer_testing import assert_outputs_close, randomize_weights
 
 from tfmtnas.layers import CGC, PLE, CrossStitch, MMoE, SharedBottom, SingleTask
+from tfmtnas.models import SHARING_KINDS, build_sharing
 from tfmtnas.search import RoutingNetwork, preset
+from tfmtnas.search.spec import BASELINES
 
 RNG = np.random.default_rng(11)
 X = RNG.normal(size=[5, 7]).astype(np.float32)
@@ -99,3 +103,15 @@ def test_preset_reproduces_dedicated_layer(kind, num_tasks):
     randomize_weights(layer, seed=3, scale=0.8)
     copy(net, layer)
     assert_outputs_close(net(X), layer(X))
+
+
+def test_every_baseline_has_a_case():
+    assert list(CASES) == list(BASELINES) == list(SHARING_KINDS)
+
+
+@pytest.mark.parametrize("num_tasks", [1, 3])
+@pytest.mark.parametrize("kind", list(CASES))
+def test_the_table_builds_the_dedicated_layer(kind, num_tasks):
+    make_layer, sizes, _ = CASES[kind]
+    expected = {**make_layer(num_tasks).get_config(), "name": "sharing"}
+    assert build_sharing(kind, num_tasks, **sizes).get_config() == expected

@@ -1,51 +1,48 @@
-"""The hand-designed sharing zoo, by name: one factory that builds each classic layer.
+"""The hand-designed sharing zoo, by name: the dedicated layer of each classic model.
+
+The kinds, their sizes and defaults come from one table, :data:`tfmtnas.search.spec.BASELINES`,
+which also gives each kind's routing spec (:func:`tfmtnas.search.preset`); the layer built
+here computes what the preset's routing network computes, given the same weights.
 
 Example:
     >>> layer = build_sharing("mmoe", num_tasks=2, expert_units=(64,), num_experts=4)
+    >>> type(layer).__name__, layer.num_experts
+    ('MMoE', 4)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from tfmtnas import keras
+from tfmtnas.search.spec import BASELINES, BaselineSizes
 
-from tfmtnas import layers
-
-SHARING_KINDS = ("single_task", "shared_bottom", "mmoe", "cgc", "ple", "cross_stitch")
+SHARING_KINDS = tuple(BASELINES)
 
 
-def build_sharing(
-    kind: str,
-    num_tasks: int,
-    expert_units: Sequence[int] = (64,),
-    num_experts: int = 4,
-    num_task_experts: int = 1,
-    num_shared_experts: int = 2,
-    num_levels: int = 2,
-):
-    """Build a sharing layer mapping ``[B, D]`` to a list of ``num_tasks`` tensors.
+def build_sharing(kind: str, num_tasks: int, *sizes, **named_sizes) -> keras.layers.Layer:
+    """Build a sharing layer, named ``sharing``, mapping ``[B, D]`` to ``num_tasks`` tensors.
 
     Args:
-        kind: one of ``SHARING_KINDS``.
+        kind: one of ``SHARING_KINDS``: ``single_task`` (:class:`~tfmtnas.layers.SingleTask`),
+            ``shared_bottom`` (:class:`~tfmtnas.layers.SharedBottom`, Caruana 1997), ``mmoe``
+            (:class:`~tfmtnas.layers.MMoE`, Ma et al., KDD 2018), ``cgc`` and ``ple``
+            (:class:`~tfmtnas.layers.CGC`, :class:`~tfmtnas.layers.PLE`, Tang et al., RecSys
+            2020), ``cross_stitch`` (:class:`~tfmtnas.layers.CrossStitch`, Misra et al., CVPR
+            2016).
         num_tasks: number of tasks.
-        expert_units: hidden sizes of each expert (the whole bottom for shared-bottom,
-            single-task and each cross-stitch column).
-        num_experts: experts of MMoE.
-        num_task_experts: task-specific experts per task (CGC, PLE).
-        num_shared_experts: shared experts (CGC, PLE).
-        num_levels: extraction levels of PLE.
+        *sizes, **named_sizes: the fields of :class:`~tfmtnas.search.spec.BaselineSizes`,
+            positionally in order or by name: ``expert_units`` (default ``(64,)``; the hidden
+            sizes of each expert, of the whole bottom for shared-bottom and single-task and
+            of each cross-stitch column), ``num_experts`` (MMoE, default 4),
+            ``num_task_experts`` (per task, CGC and PLE, default 1), ``num_shared_experts``
+            (CGC and PLE, default 2), ``num_levels`` (PLE, default 2) and ``alpha_self``
+            (cross-stitch, default 0.9).
+
+    Raises:
+        ValueError: an unknown ``kind`` (the message lists the kinds), or sizes the layer
+            rejects.
     """
-    units = tuple(int(u) for u in expert_units)
-    if kind == "single_task":
-        return layers.SingleTask(num_tasks, units, name="sharing")
-    if kind == "shared_bottom":
-        return layers.SharedBottom(num_tasks, units, name="sharing")
-    if kind == "mmoe":
-        return layers.MMoE(num_tasks, num_experts, units, name="sharing")
-    if kind == "cgc":
-        return layers.CGC(num_tasks, num_task_experts, num_shared_experts, units, name="sharing")
-    if kind == "ple":
-        return layers.PLE(num_tasks, num_levels, num_task_experts, num_shared_experts, units,
-                          name="sharing")
-    if kind == "cross_stitch":
-        return layers.CrossStitch(num_tasks, units, name="sharing")
-    raise ValueError(f"Unknown sharing kind {kind!r}; choose one of {', '.join(SHARING_KINDS)}.")
+    if kind not in BASELINES:
+        raise ValueError(f"Unknown sharing kind {kind!r}; choose one of "
+                         f"{', '.join(SHARING_KINDS)}.")
+    return BASELINES[kind].layer(num_tasks, BaselineSizes(*sizes, **named_sizes),
+                                 name="sharing")

@@ -11,6 +11,10 @@ A mask of ``None`` means *searched*: a search method owns the variables that dec
 A fixed spec (all masks set) describes a concrete network; :func:`prune` drops experts that
 reach no task, so a derived child computes only what it needs.
 
+The hand-designed models are fixed specs: :data:`BASELINES` gives, per kind, the spec
+(:func:`preset`) and the dedicated layer (:func:`tfmtnas.models.build_sharing`), both from
+one :class:`BaselineSizes`.
+
 Example:
     >>> spec = preset("mmoe", ["income", "marital"], expert_units=(16,), num_experts=3)
     >>> RoutingSpec.from_json(spec.to_json()) == spec
@@ -23,7 +27,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from tfmtnas import keras
+from tfmtnas import layers as sharing_layers
+from tfmtnas.layers import cgc_mask, cross_stitch_init
 
 GATES = ("mean", "static", "softmax", "nddr")
 INPUT = "input"
@@ -267,18 +275,69 @@ def prune(spec: RoutingSpec) -> RoutingSpec:
     return RoutingSpec(spec.tasks, tuple(layers), tuple(shrink(o) for o in spec.outputs))
 
 
-# -- presets: the hand-designed models as fixed specs -------------------------------------
+# -- the hand-designed models: one table, a fixed spec and a dedicated layer per kind -------
+
+@dataclasses.dataclass(frozen=True)
+class BaselineSizes:
+    """The sizes of the hand-designed models and their defaults, for spec and layer alike.
+
+    Each kind reads the fields it needs and ignores the others.
+
+    Args:
+        expert_units: layer widths of each expert MLP; of the whole bottom for shared-bottom
+            and single-task, of each column for cross-stitch. Default ``(64,)``.
+        num_experts: experts of MMoE. Default 4.
+        num_task_experts: experts owned by each task in CGC and PLE. Default 1.
+        num_shared_experts: shared experts of CGC and PLE. Default 2.
+        num_levels: extraction levels of PLE. Default 2.
+        alpha_self: initial weight of a cross-stitch column on itself. Default 0.9.
+
+    Example:
+        >>> sizes = BaselineSizes([32, 16], num_experts=3)
+        >>> sizes.expert_units, sizes.num_experts, sizes.num_levels
+        ((32, 16), 3, 2)
+    """
+
+    expert_units: tuple[int, ...] = (64,)
+    num_experts: int = 4
+    num_task_experts: int = 1
+    num_shared_experts: int = 2
+    num_levels: int = 2
+    alpha_self: float = 0.9
+
+    def __post_init__(self):
+        object.__setattr__(self, "expert_units", tuple(int(u) for u in self.expert_units))
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """A hand-designed model as the two things tfmtnas builds from it.
+
+    The models: shared-bottom (Caruana, 1997), MMoE (Ma et al., KDD 2018), CGC and PLE (Tang
+    et al., RecSys 2020), cross-stitch (Misra et al., CVPR 2016) and one network per task.
+
+    Attributes:
+        spec: ``(tasks, sizes) -> RoutingSpec``, the model as a fixed routing graph.
+        layer: ``(num_tasks, sizes, **layer_kwargs) -> keras layer``, its dedicated layer
+            (``tfmtnas.layers``), which computes the same function as the spec's routing
+            network given the same weights.
+
+    Example:
+        >>> mmoe, sizes = BASELINES["mmoe"], BaselineSizes((8,), num_experts=3)
+        >>> type(mmoe.layer(2, sizes)).__name__
+        'MMoE'
+        >>> [e.name for e in mmoe.spec(("a", "b"), sizes).layers[0].experts]
+        ['e0', 'e1', 'e2']
+    """
+
+    spec: Callable[[tuple[str, ...], BaselineSizes], RoutingSpec]
+    layer: Callable[..., keras.layers.Layer]
+
 
 def _full(name: str, candidates: Sequence[str], gate: str = "softmax", query: str = INPUT,
           mask: Sequence[int] | None = None, static_init=None) -> Mixer:
     return Mixer(name, tuple(candidates), tuple(mask) if mask else (1,) * len(candidates),
                  gate, query, static_init)
-
-
-def _own_and_shared(owners: Sequence[str | None], task: str) -> tuple[int, ...]:
-    """Mask over experts by owner (a task, or ``None`` for the shared pool): the task's own
-    experts and the shared ones."""
-    return tuple(int(o is None or o == task) for o in owners)
 
 
 def _pool_label(tasks: Sequence[str]) -> str:
@@ -290,76 +349,118 @@ def _pool_label(tasks: Sequence[str]) -> str:
     return label
 
 
-def preset(kind: str, tasks: Sequence[str], expert_units: Sequence[int] = (64,),
-           num_experts: int = 4, num_task_experts: int = 1, num_shared_experts: int = 2,
-           num_levels: int = 2, alpha_self: float = 0.9) -> RoutingSpec:
-    """The routing spec of a hand-designed model.
+def _one_layer_spec(tasks: tuple[str, ...], units: tuple[int, ...], num_experts: int,
+                    gate: str, masks: Sequence[Sequence[int]] | None = None) -> RoutingSpec:
+    """One layer of experts ``e0, e1, ...`` and one output mixer per task."""
+    experts = [f"e{i}" for i in range(num_experts)]
+    outs = [_full(t, experts, gate, mask=None if masks is None else masks[k])
+            for k, t in enumerate(tasks)]
+    return RoutingSpec(tasks, (Layer(units, tuple(Expert(e) for e in experts)),), tuple(outs))
 
-    ``kind`` is one of ``single_task``, ``shared_bottom``, ``mmoe``, ``cgc``, ``ple``,
-    ``cross_stitch``; the sizes mean what they mean in :func:`tfmtnas.models.build_sharing`.
-    """
-    tasks = tuple(tasks)
-    units = tuple(expert_units)
-    if kind in ("shared_bottom", "single_task", "mmoe"):
-        n = {"shared_bottom": 1, "single_task": len(tasks), "mmoe": num_experts}[kind]
-        experts = [f"e{i}" for i in range(n)]
-        if kind == "mmoe":
-            outs = [_full(t, experts) for t in tasks]
-        elif kind == "shared_bottom":
-            outs = [_full(t, experts, "mean") for t in tasks]
+
+def _single_task_spec(tasks: tuple[str, ...], s: BaselineSizes) -> RoutingSpec:
+    n = len(tasks)
+    return _one_layer_spec(tasks, s.expert_units, n, "mean",
+                           [[int(i == k) for i in range(n)] for k in range(n)])
+
+
+def _extraction_spec(tasks: tuple[str, ...], s: BaselineSizes, levels: int) -> RoutingSpec:
+    """CGC (one level) or PLE: experts ordered task 0's, ..., then shared, as in
+    :class:`tfmtnas.layers.CGC`, and task gates masked by :func:`tfmtnas.layers.cgc_mask`."""
+    # Owner of each expert: a task, or None for the shared pool (named ``pool``).
+    owners: list[str | None] = [t for t in tasks for _ in range(s.num_task_experts)]
+    owners += [None] * s.num_shared_experts
+    task_masks = cgc_mask(len(tasks), s.num_task_experts, s.num_shared_experts,
+                          include_shared_gate=False)
+    pool = _pool_label(tasks)
+    label = {**{t: t for t in tasks}, None: pool}
+    layers, queries = [], dict.fromkeys(label, INPUT)
+    prev: list[str] = []
+    for lvl in range(levels):
+        names = [f"l{lvl}_{label[o]}_{i}" for i, o in enumerate(owners)]
+        mixers = []
+        if lvl > 0:
+            for t, mask in zip(tasks, task_masks):
+                mixers.append(_full(f"l{lvl}_in_{t}", prev, query=queries[t], mask=mask))
+            mixers.append(_full(f"l{lvl}_in_{pool}", prev, query=queries[None]))
+            queries = {o: f"l{lvl}_in_{label[o]}" for o in label}
+            experts = [Expert(n, f"l{lvl}_in_{label[o]}") for n, o in zip(names, owners)]
         else:
-            outs = [_full(t, experts, "mean", mask=[int(i == k) for i in range(n)])
-                    for k, t in enumerate(tasks)]
-        return RoutingSpec(tasks, (Layer(units, tuple(Expert(e) for e in experts)),), tuple(outs))
-    if kind in ("cgc", "ple"):
-        levels = 1 if kind == "cgc" else num_levels
-        # Owner of each expert: a task, or None for the shared pool (named ``pool``).
-        owners: list[str | None] = [t for t in tasks for _ in range(num_task_experts)]
-        owners += [None] * num_shared_experts
-        pool = _pool_label(tasks)
-        label = {**{t: t for t in tasks}, None: pool}
-        layers, queries = [], dict.fromkeys(label, INPUT)
-        prev: list[str] = []
-        for lvl in range(levels):
-            names = [f"l{lvl}_{label[o]}_{i}" for i, o in enumerate(owners)]
-            mixers = []
-            if lvl > 0:
-                for t in tasks:
-                    mixers.append(_full(f"l{lvl}_in_{t}", prev, query=queries[t],
-                                        mask=_own_and_shared(owners, t)))
-                mixers.append(_full(f"l{lvl}_in_{pool}", prev, query=queries[None]))
-                queries = {o: f"l{lvl}_in_{label[o]}" for o in label}
-                experts = [Expert(n, f"l{lvl}_in_{label[o]}") for n, o in zip(names, owners)]
-            else:
-                experts = [Expert(n) for n in names]
-            layers.append(Layer(units, tuple(experts), tuple(mixers)))
-            prev = names
-        outs = [_full(t, prev, query=queries[t], mask=_own_and_shared(owners, t))
-                for t in tasks]
-        return RoutingSpec(tasks, tuple(layers), tuple(outs))
-    if kind == "cross_stitch":
-        # As tfmtnas.layers.CrossStitch: a unit after every layer, the last one mixing what
-        # the task towers read; one task's unit is the identity.
-        t_n = len(tasks)
-        self_w = alpha_self if t_n > 1 else 1.0
-        off = (1.0 - alpha_self) / max(t_n - 1, 1)
-        layers, prev = [], []
-        for depth, u in enumerate(units):
-            names = [f"d{depth}_{t}" for t in tasks]
-            mixers = ()
-            if depth > 0:
-                mixers = tuple(
-                    _full(f"d{depth}_in_{t}", prev, "static",
-                          static_init=[self_w if j == k else off for j in range(t_n)])
-                    for k, t in enumerate(tasks))
-                experts = tuple(Expert(n, f"d{depth}_in_{t}") for n, t in zip(names, tasks))
-            else:
-                experts = tuple(Expert(n) for n in names)
-            layers.append(Layer((u,), experts, mixers))
-            prev = names
-        outs = tuple(_full(t, prev, "static",
-                           static_init=[self_w if j == k else off for j in range(t_n)])
-                     for k, t in enumerate(tasks))
-        return RoutingSpec(tasks, tuple(layers), outs)
-    raise SpecError(f"Unknown preset {kind!r}; choose one of single_task, shared_bottom, mmoe, "
-                    f"cgc, ple, cross_stitch.")
+            experts = [Expert(n) for n in names]
+        layers.append(Layer(s.expert_units, tuple(experts), tuple(mixers)))
+        prev = names
+    outs = [_full(t, prev, query=queries[t], mask=mask) for t, mask in zip(tasks, task_masks)]
+    return RoutingSpec(tasks, tuple(layers), tuple(outs))
+
+
+def _cross_stitch_spec(tasks: tuple[str, ...], s: BaselineSizes) -> RoutingSpec:
+    """As :class:`tfmtnas.layers.CrossStitch`: a unit after every layer, the last one mixing
+    what the task towers read, each started at :func:`tfmtnas.layers.cross_stitch_init`."""
+    init = cross_stitch_init(len(tasks), s.alpha_self)
+    layers, prev = [], []
+    for depth, u in enumerate(s.expert_units):
+        names = [f"d{depth}_{t}" for t in tasks]
+        mixers = ()
+        if depth > 0:
+            mixers = tuple(_full(f"d{depth}_in_{t}", prev, "static", static_init=init[k])
+                           for k, t in enumerate(tasks))
+            experts = tuple(Expert(n, f"d{depth}_in_{t}") for n, t in zip(names, tasks))
+        else:
+            experts = tuple(Expert(n) for n in names)
+        layers.append(Layer((u,), experts, mixers))
+        prev = names
+    outs = tuple(_full(t, prev, "static", static_init=init[k]) for k, t in enumerate(tasks))
+    return RoutingSpec(tasks, tuple(layers), outs)
+
+
+BASELINES: dict[str, Baseline] = {
+    "single_task": Baseline(
+        _single_task_spec,
+        lambda t, s, **kw: sharing_layers.SingleTask(t, s.expert_units, **kw)),
+    "shared_bottom": Baseline(
+        lambda tasks, s: _one_layer_spec(tasks, s.expert_units, 1, "mean"),
+        lambda t, s, **kw: sharing_layers.SharedBottom(t, s.expert_units, **kw)),
+    "mmoe": Baseline(
+        lambda tasks, s: _one_layer_spec(tasks, s.expert_units, s.num_experts, "softmax"),
+        lambda t, s, **kw: sharing_layers.MMoE(t, s.num_experts, s.expert_units, **kw)),
+    "cgc": Baseline(
+        lambda tasks, s: _extraction_spec(tasks, s, levels=1),
+        lambda t, s, **kw: sharing_layers.CGC(t, s.num_task_experts, s.num_shared_experts,
+                                              s.expert_units, **kw)),
+    "ple": Baseline(
+        lambda tasks, s: _extraction_spec(tasks, s, levels=s.num_levels),
+        lambda t, s, **kw: sharing_layers.PLE(t, s.num_levels, s.num_task_experts,
+                                              s.num_shared_experts, s.expert_units, **kw)),
+    "cross_stitch": Baseline(
+        _cross_stitch_spec,
+        lambda t, s, **kw: sharing_layers.CrossStitch(t, s.expert_units,
+                                                      alpha_self=s.alpha_self, **kw)),
+}
+"""Every hand-designed model by kind: the one source of the presets and of
+:func:`tfmtnas.models.build_sharing`."""
+
+
+def preset(kind: str, tasks: Sequence[str], *sizes, **named_sizes) -> RoutingSpec:
+    """The routing spec of a hand-designed model (its row of :data:`BASELINES`).
+
+    Args:
+        kind: ``single_task``, ``shared_bottom``, ``mmoe`` (Ma et al., KDD 2018), ``cgc`` or
+            ``ple`` (Tang et al., RecSys 2020), ``cross_stitch`` (Misra et al., CVPR 2016).
+        tasks: task names, one output mixer each.
+        *sizes, **named_sizes: the fields of :class:`BaselineSizes` (``expert_units``,
+            ``num_experts``, ``num_task_experts``, ``num_shared_experts``, ``num_levels``,
+            ``alpha_self``), positionally in that order or by name; they mean what they mean
+            in :func:`tfmtnas.models.build_sharing`.
+
+    Example:
+        >>> spec = preset("cgc", ["a", "b"], (8,), num_task_experts=1, num_shared_experts=1)
+        >>> [o.mask for o in spec.outputs]
+        [(1, 0, 1), (0, 1, 1)]
+
+    Raises:
+        SpecError: an unknown ``kind`` (the message lists the kinds) or sizes that make an
+            invalid spec (e.g. no experts).
+    """
+    if kind not in BASELINES:
+        raise SpecError(f"Unknown preset {kind!r}; choose one of {', '.join(BASELINES)}.")
+    return BASELINES[kind].spec(tuple(tasks), BaselineSizes(*sizes, **named_sizes))
