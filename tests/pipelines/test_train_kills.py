@@ -1,7 +1,7 @@
 """tfmtnas-train and tfmtnas-search killed (SIGKILL) at three points and rerun: each ends
 with the weights of an uninterrupted run, the search also with its derived spec. The
-per-epoch checkpoint restores weights, optimizer state and step counters, and each epoch's input order is a function of
-(seed, epoch), not of how many epochs this process ran."""
+per-epoch checkpoint restores weights, optimizer state and step counters, and each epoch's
+input order is a function of (seed, epoch), not of how many epochs this process ran."""
 
 import os
 import signal
