@@ -95,7 +95,7 @@ class MultiTaskModel(tfrs.Model):
         Args:
             optimizer: the weight optimizer.
             jit_compile: XLA-compile the numeric core of the training step (sharing layers
-                and towers, their gradients included). The embedding gather and its gradient
+                and towers, their gradients included), under one replica per step. The embedding gather and its gradient
                 stay outside XLA: XLA's CPU scatter, which that gradient needs, measured
                 3-8x slower than TensorFlow's own (see README, "Training throughput").
             full_jit: with ``jit_compile``, compile the whole train step instead (Keras's
@@ -104,7 +104,11 @@ class MultiTaskModel(tfrs.Model):
         """
         if not self.built:
             self(self.dummy_features())  # variables exist before any compiled function
-        self.core_jit = bool(jit_compile) and not full_jit
+        # Over several synchronous replicas the core may hold synchronisation points (the
+        # search network's batch norms average their statistics over the replicas), which
+        # cannot sit inside a nested compiled function: the core then runs uncompiled.
+        self.core_jit = (bool(jit_compile) and not full_jit
+                         and self.distribute_strategy.num_replicas_in_sync == 1)
         super().compile(optimizer=optimizer, jit_compile=bool(jit_compile and full_jit),
                         **kwargs)
 

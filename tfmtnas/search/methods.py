@@ -451,14 +451,17 @@ class MTNAS(SearchMethod):
             self.tables.append(table)
             self.thetas.append(self.add_weight(name=f"routes_{i}", shape=(g.shape[0], len(table)),
                                                dtype="float32", initializer="zeros"))
+        # Statistics of the (replica-averaged) reward: every replica computes the same value.
+        first = tf.VariableAggregation.ONLY_FIRST_REPLICA
         self.baseline = self.add_weight(name="baseline", shape=(), trainable=False,
-                                        initializer="zeros", dtype="float32")
+                                        initializer="zeros", dtype="float32", aggregation=first)
         self.baseline_ready = self.add_weight(name="baseline_ready", shape=(), trainable=False,
-                                              initializer="zeros", dtype="float32")
+                                              initializer="zeros", dtype="float32",
+                                              aggregation=first)
         if self.normalize_advantage:
             self.advantage_var = self.add_weight(name="advantage_var", shape=(),
                                                  trainable=False, initializer="zeros",
-                                                 dtype="float32")
+                                                 dtype="float32", aggregation=first)
 
     def _choose(self, g_i: int, mode: str, step: tf.Tensor):
         theta = self.thetas[g_i]
@@ -488,6 +491,11 @@ class MTNAS(SearchMethod):
 
     def arch_objective(self, task_loss, aux, step):
         reward = -tf.stop_gradient(task_loss + self._cost(aux))
+        context = tf.distribute.get_replica_context()
+        if context is not None and context.num_replicas_in_sync > 1:
+            # One reward per step: the replicas' mean (their batches are equal shares), so
+            # the baseline moves once per step, the same on every replica.
+            reward = context.all_reduce(tf.distribute.ReduceOp.MEAN, reward)
         # First reward initialises the baseline; later ones update its moving average.
         base = tf.where(self.baseline_ready > 0, self.baseline, reward)
         d = self.baseline_decay

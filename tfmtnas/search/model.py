@@ -56,7 +56,9 @@ class SearchModel(MultiTaskModel):
         if int(arch_warmup_steps) < 0:
             raise ValueError(f"arch_warmup_steps must be >= 0, got {arch_warmup_steps}.")
         self.arch_warmup_steps = int(arch_warmup_steps)
-        self.search_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="search_step")
+        # Under a strategy every replica computes the same step: the first one's is kept.
+        self.search_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="search_step",
+                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
         self.logits(self.dummy_features())  # create every variable now
 
     def compile(self, optimizer="adam", **kwargs):
@@ -88,13 +90,20 @@ class SearchModel(MultiTaskModel):
         step = self.search_step
         weight_vars = self.weight_variables()
         arch_vars = self.method.trainable_variables
+        # Under a tf.distribute strategy each replica's task loss is its share of the global
+        # mean (its own mean / replicas) and the optimizers sum the replicas' gradients. The
+        # methods' penalties and objectives see this replica's own mean loss, and their
+        # results are shared the same way, so the summed gradients are those of one device
+        # on the global batch. Every replica samples the same routes (seeded by the step).
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape(persistent=self.method.joint) as tape:
             routes, aux = self.method.sample("weight", step)
             logits = self._routed_logits(x_train, routes, training=True)
             task_loss = self.weighted_loss(self.task_losses_from_logits(y_train, logits))
-            loss = task_loss + self.method.weight_penalty(aux, step)
+            loss = task_loss + self.method.weight_penalty(aux, step) / replicas
             if self.method.joint:
-                arch_loss = self.method.arch_objective(task_loss, aux, step)
+                arch_loss = self.method.arch_objective(task_loss * replicas, aux,
+                                                       step) / replicas
         grads = tape.gradient(loss, weight_vars)
         self.optimizer.apply_gradients(zip(grads, weight_vars))
         if self.method.joint:
@@ -106,7 +115,8 @@ class SearchModel(MultiTaskModel):
                 val_logits = self._routed_logits(x_val, routes, training=True)
                 val_loss = self.weighted_loss(self.task_losses_from_logits(
                     y_val, val_logits, compute_metrics=False))
-                arch_loss = self.method.arch_objective(val_loss, aux, step)
+                arch_loss = self.method.arch_objective(val_loss * replicas, aux,
+                                                       step) / replicas
             arch_grads = arch_tape.gradient(arch_loss, arch_vars)
         if self.arch_warmup_steps:
             # Zero gradients leave the variables where they are (SGD and Adam alike: Adam's

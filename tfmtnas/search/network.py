@@ -211,7 +211,11 @@ class RoutingNetwork(keras.layers.Layer):
             own = gating.nddr_init(g.candidates[nddr], [g.first[row] for row in nddr], h_p,
                                    self.nddr_cross_init)
             gates.nddr_weights = add("nddr", list(own.shape), keras.initializers.Constant(own))
+            # Over several replicas, batch statistics of the global batch (as one device
+            # would compute them), not of each replica's share.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
             gates.nddr_bn = keras.layers.BatchNormalization(name=f"g{g_i}_nddr_bn",
+                                                            synchronized=replicas > 1,
                                                             dtype=self.dtype_policy)
             gates.nddr_bn.build(tf.TensorShape([None, len(nddr) * h_p]))
         return gates
