@@ -95,9 +95,10 @@ class MultiTaskModel(tfrs.Model):
         Args:
             optimizer: the weight optimizer.
             jit_compile: XLA-compile the numeric core of the training step (sharing layers
-                and towers, their gradients included), under one replica per step. The embedding gather and its gradient
-                stay outside XLA: XLA's CPU scatter, which that gradient needs, measured
-                3-8x slower than TensorFlow's own (see README, "Training throughput").
+                and towers, their gradients included) when one replica runs each step. The
+                embedding gather and its gradient stay outside XLA: XLA's CPU scatter, which
+                that gradient needs, measured 3-8x slower than TensorFlow's own (see
+                docs/results.md, "Training throughput").
             full_jit: with ``jit_compile``, compile the whole train step instead (Keras's
                 own ``jit_compile=True``).
             **kwargs: passed to ``keras.Model.compile``.
