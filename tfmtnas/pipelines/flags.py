@@ -398,3 +398,102 @@ def prepare_options() -> dict:
         "bad_rows": FLAGS.bad_rows, "sep": sep, "compression_level": FLAGS.compression_level,
         "overwrite": FLAGS.overwrite, "progress_seconds": FLAGS.progress_seconds,
     }
+
+
+def define_tune_flags() -> None:
+    """Flags of ``tfmtnas-tune``: the data, the study, the search space and each trial."""
+    from tfmtnas.pipelines.searching import CHILD_MODES
+    from tfmtnas.tuning.tuner import ORACLES
+
+    define_data_flags()
+    define_strategy_flags()
+    flags.DEFINE_string("model_dir", None, "The study's folder: keras-tuner's project "
+                        "(tuner/), every trial's model, the Pareto front and the selection. "
+                        "Rerun the same command to resume a killed study.", required=True)
+    flags.DEFINE_enum("oracle", "random", ORACLES, "keras-tuner oracle proposing the trials: "
+                      "random search, Bayesian optimisation (needs scikit-learn and scipy) "
+                      "or Hyperband (trains promising trials for more epochs).")
+    flags.DEFINE_integer("max_trials", 20, "Trials in the whole study, across reruns (with "
+                         "--oracle=hyperband, 0 lets its schedule decide).", lower_bound=0)
+    flags.DEFINE_string("time_budget", None, "Start no trial after this much time in this run, "
+                        "e.g. 3600, 90m, 2h (a running trial finishes).")
+    flags.DEFINE_string("objective", "mean_auc", "The oracle's scalar objective, "
+                        "[max:|min:]metric: mean_auc (default), <task>_auc, mean_rmse, "
+                        "mean_loss, flops, latency_ms, ... (AUCs are maximised, the rest "
+                        "minimised).")
+    flags.DEFINE_string("select", "", "Which trial to export: metric[,metric<=x][,metric>=x], "
+                        "e.g. mean_auc,flops<=140000 (default: the best --objective).")
+    flags.DEFINE_list("pareto", [], "Metrics of the Pareto front (default: each task's "
+                      "validation AUC or RMSE, and flops).")
+    flags.DEFINE_string("space", None, "JSON file narrowing the search space: {name: value, "
+                        "list of values, or {\"min\": a, \"max\": b}}.")
+    flags.DEFINE_multi_string("hp", [], "Narrow one dimension of the space, name=value (JSON "
+                              "or a word; a|b for a choice), e.g. --hp=architecture=mmoe|ple "
+                              "--hp=embedding_dim=8. Applied after --space.")
+    flags.DEFINE_integer("epochs", 4, "Training epochs of each trial (search epochs for a "
+                         "search method; Hyperband's largest).", lower_bound=1)
+    flags.DEFINE_integer("batch_size", 1024, "Batch size.", lower_bound=1)
+    flags.DEFINE_enum("optimizer", "lazy_adam", OPTIMIZERS, "Weight optimizer of each trial.")
+    flags.DEFINE_integer("seed", 0, "Random seed of the data split, every trial and the "
+                         "oracle.")
+    flags.DEFINE_bool("jit_compile", True, "XLA-compile each trial's training step.")
+    flags.DEFINE_enum("child", "finetune", CHILD_MODES, "Search-method trials: inherit, "
+                      "finetune or retrain the derived child (as tfmtnas-search).")
+    flags.DEFINE_integer("child_epochs", 2, "Search-method trials: child training epochs.",
+                         lower_bound=0)
+    flags.DEFINE_float("arch_learning_rate", 0.05, "Search-method trials: architecture "
+                       "learning rate.", lower_bound=0.0)
+    flags.DEFINE_integer("latency_calls", 200, "Timed batch-1 calls of each trial's exported "
+                         "model through TensorFlow's C API (0: latency not measured).",
+                         lower_bound=0)
+    flags.DEFINE_integer("hyperband_factor", 3, "Hyperband's halving factor.", lower_bound=2)
+    flags.DEFINE_integer("initial_points", None, "Bayesian optimisation: random trials "
+                         "before the Gaussian process proposes (default max(3, "
+                         "max_trials // 3)).", lower_bound=1)
+    flags.DEFINE_bool("export", True, "Export the selected trial's model for TF Serving.")
+    flags.DEFINE_string("export_root", "saved_models", "TF Serving base folder: the selected "
+                        "model goes to <export_root>/<export_name>/<version>.")
+    flags.DEFINE_string("export_name", None, "Model name under --export_root (default: the "
+                        "study dir's folder name).")
+
+
+def _seconds(text: str | None) -> float | None:
+    """``"90"``, ``"90s"``, ``"30m"``, ``"2h"`` -> seconds; None stays None."""
+    if text is None or not text.strip():
+        return None
+    text = text.strip().lower()
+    scale = {"s": 1, "m": 60, "h": 3600}.get(text[-1])
+    try:
+        value = float(text[:-1] if scale else text) * (scale or 1)
+    except ValueError:
+        raise UserError(f"--time_budget wants seconds or a number with s, m or h, got "
+                        f"{text!r}.") from None
+    if not value > 0:
+        raise UserError(f"--time_budget must be > 0, got {text!r}.")
+    return value
+
+
+def tune_config():
+    """The resolved :class:`~tfmtnas.tuning.study.TuneConfig` from the flags."""
+    from tfmtnas.tuning.space import load_space_file, parse_assignments
+    from tfmtnas.tuning.study import TuneConfig
+
+    space = load_space_file(FLAGS.space) if FLAGS.space else {}
+    space.update(parse_assignments(FLAGS.hp))
+    max_trials = FLAGS.max_trials
+    if max_trials == 0:
+        if FLAGS.oracle != "hyperband":
+            raise UserError(f"--max_trials=0 (no limit) needs --oracle=hyperband, got "
+                            f"--oracle={FLAGS.oracle}.")
+        max_trials = None
+    return TuneConfig(
+        dataset=FLAGS.dataset, data_dir=FLAGS.data_dir, dataset_options=dataset_options(),
+        space=space, oracle=FLAGS.oracle, max_trials=max_trials,
+        time_budget=_seconds(FLAGS.time_budget), objective=FLAGS.objective,
+        select=FLAGS.select, pareto=tuple(FLAGS.pareto), epochs=FLAGS.epochs,
+        batch_size=FLAGS.batch_size, optimizer=FLAGS.optimizer, seed=FLAGS.seed,
+        jit_compile=FLAGS.jit_compile, strategy=FLAGS.strategy, child=FLAGS.child,
+        child_epochs=FLAGS.child_epochs, arch_learning_rate=FLAGS.arch_learning_rate,
+        latency_calls=FLAGS.latency_calls, hyperband_factor=FLAGS.hyperband_factor,
+        initial_points=FLAGS.initial_points, model_dir=FLAGS.model_dir, export=FLAGS.export,
+        export_root=FLAGS.export_root, export_name=FLAGS.export_name)
