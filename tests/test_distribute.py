@@ -339,3 +339,66 @@ def test_lazy_adam_updates_only_touched_rows_of_an_embedding_sharded_over_two_se
     assert result["forward_ok"] and result["iterations"] == [3, 3]
     assert result["moved_rows"] == [3, 700, 999]
     assert result["max_diff_to_plain"] < 1e-6, json.dumps(result)
+
+
+SEARCH_SCRIPT = textwrap.dedent("""
+    import json, sys
+    from tfmtnas.pipelines.searching import SearchConfig, run_search
+
+    csv, model_dir, method, strategy = sys.argv[1:5]
+    cfg = SearchConfig(
+        dataset="csv", method=method, num_layers=2, num_experts=2, expert_units=(4,),
+        tower_units=(4,), epochs=2, batch_size=32, learning_rate=0.01, seed=0,
+        child="inherit", jit_compile=False, model_dir=model_dir, strategy=strategy,
+        dataset_options={"train_path": csv, "label_columns": {"click": "binary",
+                         "watch": "regression"}, "categorical": ["color"],
+                         "numeric": ["x", "z"]})
+    result = run_search(cfg, verbose=0)
+    weights = [w.tolist() for w in result.search_model.method.get_weights()]
+    print("RESULT " + json.dumps({"spec": result.derived.to_json(), "arch": weights,
+                                  "child": result.child_metrics}))
+""")
+
+
+def _result(log: str) -> dict:
+    return json.loads(next(ln for ln in log.splitlines() if ln.startswith("RESULT "))[7:])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["gumbel", "mtnas", "mtlnas"])
+def test_multi_worker_search_derives_the_one_process_spec_on_every_worker(tmp_path, method):
+    csv = tmp_path / "tiny.csv"
+    _write_csv(csv)
+    single = subprocess.run(
+        [sys.executable, "-c", SEARCH_SCRIPT, str(csv), str(tmp_path / "one"), method,
+         "default"], capture_output=True, text=True, timeout=TIMEOUT,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert single.returncode == 0, single.stderr[-3000:]
+    model_dir = tmp_path / "run"  # one folder both workers see, as on a shared file system
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    cluster = _Cluster(tmp_path)
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        for i in range(2):
+            tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
+            cluster.start(f"worker{i}", ["-c", SEARCH_SCRIPT, str(csv), str(model_dir), method,
+                                         "multi_worker"], tf_config, cwd=tmp_path)
+        codes = [cluster.wait(f"worker{i}", deadline) for i in range(2)]
+    finally:
+        cluster.stop()
+    logs = [cluster.log(f"worker{i}") for i in range(2)]
+    assert codes == [0, 0], "\n\n".join(log[-3000:] for log in logs)
+    one, chief, other = _result(single.stdout), _result(logs[0]), _result(logs[1])
+    # Every worker derives the spec one process derives from the same global batches.
+    assert chief["spec"] == other["spec"] == one["spec"]
+    assert (model_dir / "derived_spec.json").read_text() == one["spec"]
+    # The architecture variables agree (Adam may turn a gradient that is 0 on one device
+    # and 1e-9 on two into a step of 1e-2 x its learning rate: hence the tolerance).
+    for a, b in zip(chief["arch"], one["arch"], strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-3)
+    assert chief["arch"] == other["arch"]
+    # Only the chief wrote the outputs and evaluated the child.
+    assert chief["child"] and other["child"] == {}
+    assert {p.name for p in model_dir.iterdir()} == {
+        "checkpoints", "child", "config.json", "derived_spec.json", "allocation.png",
+        "derived_graph.png", "fingerprint.json", "metrics.json", "tensorboard"}

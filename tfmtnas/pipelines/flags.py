@@ -102,7 +102,7 @@ def define_training_flags(model_dir_required: bool = False) -> None:
 
 
 def define_strategy_flags() -> None:
-    """``--strategy`` (train)."""
+    """``--strategy`` (train; search, which does not run under parameter_server yet)."""
     from tfmtnas.distribute import STRATEGIES
 
     flags.DEFINE_enum("strategy", "default", STRATEGIES,
@@ -149,6 +149,7 @@ def define_search_flags() -> None:
     define_data_flags()
     define_model_flags(expert_units=("32",))
     define_training_flags(model_dir_required=True)
+    define_strategy_flags()
     define_search_method_flags()
 
 
@@ -354,7 +355,7 @@ def search_config():
         optimizer=FLAGS.optimizer, arch_learning_rate=FLAGS.arch_learning_rate,
         method_options=options, child=FLAGS.child,
         child_epochs=FLAGS.child_epochs, seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
-        model_dir=FLAGS.model_dir, log_every=FLAGS.log_every)
+        model_dir=FLAGS.model_dir, log_every=FLAGS.log_every, strategy=FLAGS.strategy)
 
 
 def _name_values(flag: str, items: list[str]) -> int | dict[str, int] | None:

@@ -24,6 +24,7 @@ import tensorflow as tf
 from tfmtnas import keras
 from tfmtnas.data import DataError, DataSource, load_dataset, split_dataset
 from tfmtnas.data.sources import search_pairs
+from tfmtnas.distribute import is_chief, make_strategy
 from tfmtnas.errors import UserError
 from tfmtnas.fsutil import FAULT_ENV
 from tfmtnas.models import make_optimizer
@@ -79,6 +80,8 @@ class SearchConfig:
     jit_compile: bool = True
     model_dir: str | None = None
     log_every: int = 20
+    # default, mirrored or multi_worker (see tfmtnas.distribute; parameter_server: not yet).
+    strategy: str = "default"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -86,8 +89,10 @@ class SearchConfig:
 
 @dataclasses.dataclass
 class SearchResult:
+    """What a search gives; on a worker other than the chief, no child and no cost."""
+
     search_model: SearchModel
-    child: keras.Model
+    child: keras.Model | None
     derived: RoutingSpec
     child_metrics: dict[str, float]
     supernet_metrics: dict[str, float]
@@ -165,6 +170,14 @@ def _atomic_plot(plot, what, path: Path) -> None:
             tmp.unlink()
 
 
+def _split_global_batches() -> tf.data.Options:
+    """Dataset options: under a multi-worker strategy, each worker takes its share of every
+    (global) batch, rather than whole batches or files of its own."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
+
 def run_search(cfg: SearchConfig, data: DataSource | None = None,
                verbose: int | None = None) -> SearchResult:
     """Search ``cfg.method`` on ``cfg.dataset``, derive the child, evaluate both."""
@@ -174,6 +187,12 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
         raise UserError(f"arch_optimizer must be one of {tuple(ARCH_OPTIMIZERS)}, got "
                         f"{cfg.arch_optimizer!r}.")
     check_finite_config(cfg.to_dict())
+    if cfg.strategy == "parameter_server":
+        raise UserError("tfmtnas-search does not run under --strategy=parameter_server yet; "
+                        "use multi_worker (or mirrored on one machine).")
+    # First: MultiWorkerMirroredStrategy must configure collectives before any op runs.
+    strategy = make_strategy(cfg.strategy)
+    chief = is_chief(strategy)
     keras.utils.set_random_seed(cfg.seed)
     if data is None:
         data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed,
@@ -182,8 +201,9 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
     space = _space(cfg, data)
     model_dir = Path(cfg.model_dir) if cfg.model_dir else None
     if model_dir is not None:
-        check_resume(model_dir, CHECKPOINTS, cfg.to_dict(), data)
-        _atomic_write(model_dir / "config.json", finite_json(cfg.to_dict()))
+        check_resume(model_dir, CHECKPOINTS, cfg.to_dict(), data, write=chief)
+        if chief:
+            _atomic_write(model_dir / "config.json", finite_json(cfg.to_dict()))
 
     # MTL-NAS trains weights and edges on two halves of the training split. The data order
     # of epoch k is a function of (seed, k): ``epoch`` holds k when the epoch's iterator is
@@ -191,25 +211,33 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     paired, weight_rows = search_pairs(data, cfg.method == "mtlnas", cfg.batch_size, cfg.seed,
                                        epoch=epoch)
-    method = make_method(cfg.method, space, **cfg.method_options)
+    # Under a strategy every worker reads the same global batches and Keras hands each
+    # replica its share of each one: the steps are those of one device on the same batches.
+    paired = paired.with_options(_split_global_batches())
     steps_per_epoch = -(-weight_rows // cfg.batch_size)
-    model = SearchModel(data.spec, data.tasks, method,
-                        arch_optimizer=arch_optimizer(cfg),
-                        arch_warmup_steps=cfg.arch_warmup_epochs * steps_per_epoch,
-                        embedding_dim=cfg.embedding_dim, tower_units=cfg.tower_units)
-    model.compile(make_optimizer(cfg.optimizer, cfg.learning_rate), jit_compile=cfg.jit_compile)
-
     timer, initial_epoch = _EpochTimer(), 0
     callbacks = [StopOnNonFiniteLoss(), timer]
-    if model_dir is not None:
-        resume = EpochCheckpoints(model_dir / CHECKPOINTS, epoch, model=model,
-                                  optimizer=model.optimizer, arch_optimizer=model.arch_optimizer)
-        initial_epoch = resume.restore()
-        if initial_epoch:
-            print(f"Resuming the search at epoch {initial_epoch + 1} of {cfg.epochs}.",
-                  flush=True)
+    with strategy.scope():
+        method = make_method(cfg.method, space, **cfg.method_options)
+        model = SearchModel(data.spec, data.tasks, method,
+                            arch_optimizer=arch_optimizer(cfg),
+                            arch_warmup_steps=cfg.arch_warmup_epochs * steps_per_epoch,
+                            embedding_dim=cfg.embedding_dim, tower_units=cfg.tower_units)
+        model.compile(make_optimizer(cfg.optimizer, cfg.learning_rate),
+                      jit_compile=cfg.jit_compile)
+        if model_dir is not None:
+            resume = EpochCheckpoints(model_dir / CHECKPOINTS, epoch, chief=chief, model=model,
+                                      optimizer=model.optimizer,
+                                      arch_optimizer=model.arch_optimizer)
+            initial_epoch = resume.restore()
+            callbacks.append(resume)
+
+    if initial_epoch:
+        print(f"Resuming the search at epoch {initial_epoch + 1} of {cfg.epochs}.", flush=True)
+    if model_dir is not None and chief:
         writer = tf.summary.create_file_writer(str(model_dir / "tensorboard"))
-        callbacks += [_ArchitectureLog(writer, method, model.search_step, cfg.log_every), resume]
+        # Before the checkpoint callback: the run's logs are written before it is saved.
+        callbacks.insert(2, _ArchitectureLog(writer, method, model.search_step, cfg.log_every))
     if os.environ.get(FAULT_ENV):
         callbacks.append(FaultPoints("search"))  # kill points for the kill tests
 
@@ -219,10 +247,17 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
                   verbose=verbose)
     search_seconds = time.perf_counter() - start
 
-    test = split_dataset(data, "test", 8192)
+    test = split_dataset(data, "test", 8192).with_options(_split_global_batches())
+    # Every worker takes part (the evaluation is distributed) and derives the same spec;
+    # the child's phase and every output are the chief's.
     supernet_metrics = task_metrics(model.evaluate(test, return_dict=True, verbose=0), data)
     derived = method.derive()
+    # Reading the supernet's batch-norm statistics is a collective op under a multi-worker
+    # strategy: every worker builds the child, only the chief goes on with it.
     child = derive_child(model, inherit=cfg.child != "retrain")
+    if not chief:
+        return SearchResult(model, None, derived, {}, supernet_metrics, {}, search_seconds,
+                            timer.seconds)
     child.compile(make_optimizer(cfg.optimizer, cfg.learning_rate), jit_compile=cfg.jit_compile)
     if cfg.child != "inherit" and cfg.child_epochs > 0:
         train = split_dataset(data, "train", cfg.batch_size, shuffle=True, seed=cfg.seed)
