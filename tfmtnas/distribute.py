@@ -116,9 +116,27 @@ def is_parameter_server(strategy: tf.distribute.Strategy) -> bool:
 
 def uses_dataset_creator(strategy: tf.distribute.Strategy) -> bool:
     """Whether training input is a per-worker function of an ``InputContext`` with a fixed
-    number of steps per epoch (multi-worker and parameter-server strategies)."""
-    return isinstance(strategy, (tf.distribute.MultiWorkerMirroredStrategy,
-                                 tf.distribute.ParameterServerStrategy))
+    number of steps per epoch (the parameter-server strategy's asynchronous workers)."""
+    return is_parameter_server(strategy)
+
+
+def split_global_batches(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """``dataset`` (of global batches) set to be split by examples across workers.
+
+    Under ``multi_worker`` every worker reads the same global batches, in the same seeded
+    order, and Keras hands each replica its share of each one (auto-sharding by data): a
+    step is the step one device would take on that global batch, epochs have the same
+    number of steps on every worker, and a resumed run reads what the uninterrupted one
+    read. Every worker reads all of the input for it. Without a cluster nothing changes.
+
+    Example:
+        >>> ds = split_global_batches(tf.data.Dataset.range(8).batch(4))
+        >>> ds.options().experimental_distribute.auto_shard_policy.name
+        'DATA'
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def sharded_variables(model) -> dict[str, list[list[int]]]:

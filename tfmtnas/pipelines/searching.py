@@ -24,7 +24,7 @@ import tensorflow as tf
 from tfmtnas import keras
 from tfmtnas.data import DataError, DataSource, load_dataset, split_dataset
 from tfmtnas.data.sources import search_pairs
-from tfmtnas.distribute import is_chief, make_strategy
+from tfmtnas.distribute import is_chief, make_strategy, split_global_batches
 from tfmtnas.errors import UserError
 from tfmtnas.fsutil import FAULT_ENV
 from tfmtnas.models import make_optimizer
@@ -170,14 +170,6 @@ def _atomic_plot(plot, what, path: Path) -> None:
             tmp.unlink()
 
 
-def _split_global_batches() -> tf.data.Options:
-    """Dataset options: under a multi-worker strategy, each worker takes its share of every
-    (global) batch, rather than whole batches or files of its own."""
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return options
-
-
 def run_search(cfg: SearchConfig, data: DataSource | None = None,
                verbose: int | None = None) -> SearchResult:
     """Search ``cfg.method`` on ``cfg.dataset``, derive the child, evaluate both."""
@@ -213,7 +205,7 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
                                        epoch=epoch)
     # Under a strategy every worker reads the same global batches and Keras hands each
     # replica its share of each one: the steps are those of one device on the same batches.
-    paired = paired.with_options(_split_global_batches())
+    paired = split_global_batches(paired)
     steps_per_epoch = -(-weight_rows // cfg.batch_size)
     timer, initial_epoch = _EpochTimer(), 0
     callbacks = [StopOnNonFiniteLoss(), timer]
@@ -247,7 +239,7 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
                   verbose=verbose)
     search_seconds = time.perf_counter() - start
 
-    test = split_dataset(data, "test", 8192).with_options(_split_global_batches())
+    test = split_global_batches(split_dataset(data, "test", 8192))
     # Every worker takes part (the evaluation is distributed) and derives the same spec;
     # the child's phase and every output are the chief's.
     supernet_metrics = task_metrics(model.evaluate(test, return_dict=True, verbose=0), data)

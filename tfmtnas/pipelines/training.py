@@ -225,15 +225,17 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
     killed run resumes where it stopped and a finished one can train on for more epochs.
 
     Under ``cfg.strategy`` (see :mod:`tfmtnas.distribute`) the model and optimizer are
-    created in the strategy's scope; only the chief writes into the model dir, and under
-    ``multi_worker`` or ``parameter_server`` it evaluates a copy of the trained model
-    reloaded from what it saved (other workers return no metrics).
+    created in the strategy's scope and only the chief writes into the model dir. Under
+    ``multi_worker`` every worker trains on its share of each global batch (the steps of
+    one device on those batches) and evaluates; under ``parameter_server`` the chief
+    evaluates a single-device copy of the model reloaded from what it saved.
     """
     from tfmtnas.distribute import (
         is_chief,
         is_parameter_server,
         make_strategy,
         sharded_variables,
+        split_global_batches,
         uses_dataset_creator,
     )
 
@@ -254,8 +256,8 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
     fit_options = {}
     if uses_dataset_creator(strategy):
-        # Each worker reads its own part of the data, repeated, for a fixed number of steps
-        # per epoch: every worker then runs the same number of synchronous steps.
+        # Each parameter-server worker reads its own part of the data, repeated, for a fixed
+        # number of steps per epoch.
         fit_options["steps_per_epoch"] = max(1, num_rows(data, "train") // cfg.batch_size)
         train = keras.utils.experimental.DatasetCreator(
             lambda context: split_dataset(data, "train", cfg.batch_size, shuffle=True,
@@ -264,11 +266,12 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
             verbose = 2  # Keras refuses a progress bar there
     else:
         # The shuffle order of epoch k is a function of (seed, k): a run resumed at epoch k
-        # reads what the uninterrupted run read, and so ends with the same weights.
-        train = split_dataset(data, "train", cfg.batch_size, shuffle=True, seed=cfg.seed,
-                              epoch=epoch)
-    validation = split_dataset(data, "validation", 8192)
-    test = split_dataset(data, "test", 8192)
+        # reads what the uninterrupted run read, and so ends with the same weights. Under
+        # multi_worker each worker takes its share of every global batch.
+        train = split_global_batches(split_dataset(data, "train", cfg.batch_size, shuffle=True,
+                                                   seed=cfg.seed, epoch=epoch))
+    validation = split_global_batches(split_dataset(data, "validation", 8192))
+    test = split_global_batches(split_dataset(data, "test", 8192))
     model_cfg = cfg
     if cfg.jit_compile and is_parameter_server(strategy):
         # XLA refuses variables on another device, and every variable lives on a server.
@@ -291,35 +294,39 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
         model.fit(train, epochs=cfg.epochs, initial_epoch=initial_epoch, verbose=verbose,
                   callbacks=callbacks, **fit_options)
     seconds = time.perf_counter() - start
-    if not uses_dataset_creator(strategy):
+    if is_parameter_server(strategy):
+        # Only the chief runs this (workers and servers run tfmtnas.pipelines.server): it
+        # evaluates a single-device copy of the model it saved.
+        save_dir = model_dir or Path(tempfile.mkdtemp(prefix="tfmtnas-train-"))
+        try:
+            save_model(model, save_dir)
+            single = load_model(save_dir)
+            single.compile(jit_compile=False)
+            val = task_metrics(single.evaluate(validation, return_dict=True, verbose=0), data)
+            tst = task_metrics(single.evaluate(test, return_dict=True, verbose=0), data)
+        finally:
+            if model_dir is None:
+                shutil.rmtree(save_dir, ignore_errors=True)
+    else:
+        # Under multi_worker every worker evaluates (the evaluation is distributed) and
+        # saves, as saving reads variables some collective ops sum: the others into
+        # temporary folders they remove.
         val = task_metrics(model.evaluate(validation, return_dict=True, verbose=0), data)
         tst = task_metrics(model.evaluate(test, return_dict=True, verbose=0), data)
         if model_dir is not None:
-            save_model(model, model_dir)
-            out = {"validation": val, "test": tst, "train_seconds": seconds}
-            _atomic_write(model_dir / "metrics.json", finite_json(out))
-        return TrainResult(model, tst, val, seconds)
-    # Every worker saves (saving may take part in collective ops), the others into a
-    # temporary folder they remove; the chief evaluates the model it saved, on one device.
-    save_dir = model_dir if chief and model_dir is not None else None
-    temp_dir = None if save_dir else Path(tempfile.mkdtemp(prefix="tfmtnas-train-"))
-    try:
-        save_model(model, save_dir or temp_dir)
-        if not chief:
-            return TrainResult(model, {}, {}, seconds)
-        single = load_model(save_dir or temp_dir)
-        single.compile(jit_compile=False)
-        val = task_metrics(single.evaluate(validation, return_dict=True, verbose=0), data)
-        tst = task_metrics(single.evaluate(test, return_dict=True, verbose=0), data)
-    finally:
-        if temp_dir is not None:
-            shutil.rmtree(temp_dir, ignore_errors=True)
-    if model_dir is not None:
-        out = {"validation": val, "test": tst, "train_seconds": seconds,
-               "strategy": cfg.strategy, "replicas": strategy.num_replicas_in_sync}
-        shards = sharded_variables(model)
-        if shards:
-            out["sharded_variables"] = shards
+            save_dir = model_dir if chief else Path(tempfile.mkdtemp(prefix="tfmtnas-train-"))
+            try:
+                save_model(model, save_dir)
+            finally:
+                if not chief:
+                    shutil.rmtree(save_dir, ignore_errors=True)
+    if model_dir is not None and chief:
+        out = {"validation": val, "test": tst, "train_seconds": seconds}
+        if cfg.strategy != "default":
+            out.update(strategy=cfg.strategy, replicas=strategy.num_replicas_in_sync)
+            shards = sharded_variables(model)
+            if shards:
+                out["sharded_variables"] = shards
         _atomic_write(model_dir / "metrics.json", finite_json(out))
     return TrainResult(model, tst, val, seconds)
 
