@@ -7,6 +7,7 @@ ended in a ``finally``, every wait bounded): 2 ``multi_worker`` workers; a
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tfmtnas import fsutil
 from tfmtnas.distribute import STRATEGIES, cluster_config, is_chief, make_strategy
 from tfmtnas.errors import UserError
 
@@ -84,8 +86,10 @@ class _Cluster:
         self.root = root
         self.procs: list[tuple[str, subprocess.Popen, Path]] = []
 
-    def start(self, name: str, args: list[str], tf_config: dict, cwd: Path) -> None:
-        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TF_CPP_MIN_LOG_LEVEL="2")
+    def start(self, name: str, args: list[str], tf_config: dict, cwd: Path,
+              env: dict | None = None) -> None:
+        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TF_CPP_MIN_LOG_LEVEL="2",
+                   **(env or {}))
         log = self.root / f"{name}.log"
         with open(log, "w") as out:
             proc = subprocess.Popen([sys.executable, *args], cwd=cwd, env=env, stdout=out,
@@ -412,3 +416,55 @@ def test_multi_worker_search_derives_the_one_process_spec_on_every_worker(tmp_pa
     assert {p.name for p in model_dir.iterdir()} == {
         "checkpoints", "child", "config.json", "derived_spec.json", "allocation.png",
         "derived_graph.png", "fingerprint.json", "metrics.json", "tensorboard"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["train_batch_0_3", "train_batch_1_2"])
+def test_multi_worker_training_killed_worker_and_restarted_job_ends_as_uninterrupted(
+        tmp_path, fault):
+    """Worker 1 is killed (SIGKILL) mid-epoch; worker 0's collectives then fail and it
+    exits (or is stopped, as a cluster manager would). The job is started again with the
+    same model dir: both workers resume from the chief's last epoch checkpoint and end with
+    the weights of one uninterrupted process on the same global batches."""
+    csv = tmp_path / "tiny.csv"
+    _write_csv(csv)
+    model_dir = tmp_path / "run"
+    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    deadline = time.monotonic() + TIMEOUT
+
+    def start(cluster, env1=None):
+        for i in range(2):
+            tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}}
+            cluster.start(f"worker{i}", ["-c", WORKER_SCRIPT, str(csv), str(model_dir),
+                                         "multi_worker"], tf_config, cwd=tmp_path,
+                          env=env1 if i == 1 else None)
+
+    first = _Cluster(tmp_path / "first")
+    (tmp_path / "first").mkdir()
+    try:
+        start(first, {fsutil.FAULT_ENV: fault})
+        assert first.wait("worker1", deadline) == -signal.SIGKILL, first.log("worker1")[-3000:]
+        try:  # worker 0 notices the lost peer and fails; else it is stopped with the job
+            first.procs[0][1].wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            pass
+    finally:
+        first.stop()
+    assert not (model_dir / "metrics.json").exists()
+    second = _Cluster(tmp_path / "second")
+    (tmp_path / "second").mkdir()
+    try:
+        start(second)
+        codes = [second.wait(f"worker{i}", deadline) for i in range(2)]
+    finally:
+        second.stop()
+    logs = [second.log(f"worker{i}") for i in range(2)]
+    assert codes == [0, 0], "\n\n".join(log[-3000:] for log in logs)
+    resumed = [np.array(w) for w in _result(logs[0])["weights"]]
+    single = subprocess.run([sys.executable, "-c", WORKER_SCRIPT, str(csv),
+                             str(tmp_path / "one"), "default"], capture_output=True, text=True,
+                            timeout=TIMEOUT, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert single.returncode == 0, single.stderr[-3000:]
+    for a, b in zip(resumed, [np.array(w) for w in _result(single.stdout)["weights"]],
+                    strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
