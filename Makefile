@@ -65,5 +65,15 @@ ROWS ?= 2000000
 bench-click-log: install
 	$(PY) benchmarks/click_log.py --rows=$(ROWS)
 
+# tfmtnas-tune on Census-Income: a 30-trial Bayesian-optimisation study, then PLE and MMoE
+# references and 3 seeds of the best trial at or below MMoE's FLOPs (see the script).
+.PHONY: bench-tune bench-tune-memory
+bench-tune: install
+	$(PY) benchmarks/tune_census.py --oracle=bayesian --max_trials=30
+
+# RSS of one tfmtnas-tune process over 50 tiny trials (target: growth <= 200 MB).
+bench-tune-memory: install
+	$(PY) benchmarks/tune_memory.py --trials=50
+
 clean:
 	rm -rf $(VENV) build *.egg-info

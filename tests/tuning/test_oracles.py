@@ -1,0 +1,100 @@
+"""Each oracle and each kind of data: Hyperband promotes a trial by continuing its
+checkpoint, Bayesian optimisation proposes after its random start, a prepared (streamed)
+folder and a tf.distribute strategy work as in-memory data does."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.tuning.conftest import TINY_OPTIONS
+from tfmtnas.tuning import TuneConfig, run_tuning
+from tfmtnas.tuning import tuner as tuner_module
+
+SPACE = {"architecture": "mmoe", "expert_units": [4, 8], "tower_units": 4,
+         "embedding_dim": 4}
+
+
+def _config(tmp, csv, **kw) -> TuneConfig:
+    base = dict(dataset="csv", dataset_options={"train_path": str(csv), **TINY_OPTIONS},
+                space=SPACE, max_trials=3, epochs=2, batch_size=64, jit_compile=False,
+                latency_calls=0, export=False, model_dir=str(tmp / "study"))
+    base.update(kw)
+    return TuneConfig(**base)
+
+
+def _trial(tmp, trial_id):
+    return json.loads((tmp / "study" / "tuner" / f"trial_{trial_id}" / "trial.json").read_text())
+
+
+def test_hyperband_promotes_the_better_trial_from_its_checkpoint(tmp_path, tiny_tune_csv,
+                                                                 tiny_tune_data, monkeypatch):
+    continued = []
+    original = tuner_module.continue_from
+
+    def spy(previous, trial_dir):
+        copied = original(previous, trial_dir)
+        continued.append((previous.name, trial_dir.name, copied))
+        return copied
+
+    monkeypatch.setattr(tuner_module, "continue_from", spy)
+    # max_epochs 2, factor 2: two 1-epoch trials, then the better one trained to 2 epochs.
+    result = run_tuning(_config(tmp_path, tiny_tune_csv, oracle="hyperband",
+                                hyperband_factor=2), data=tiny_tune_data,
+                        progress=lambda _: None)
+    assert [r["epochs"] for r in result.records] == [1, 1, 2]
+    scores = {i: _trial(tmp_path, i)["score"] for i in ("0", "1")}
+    best = max(scores, key=scores.get)
+    values = _trial(tmp_path, "2")["hyperparameters"]["values"]
+    assert values["tuner/trial_id"] == best
+    assert (values["tuner/epochs"], values["tuner/initial_epoch"]) == (2, 1)
+    assert continued == [(f"trial_{best}", "trial_2", True)]
+    assert result.records[2]["settings"] == result.records[int(best)]["settings"]
+    checkpoints = tmp_path / "study" / "tuner" / "trial_2" / "run" / "checkpoints"
+    assert (checkpoints / "checkpoint").read_text().startswith('model_checkpoint_path: "ckpt-2"')
+
+
+@pytest.mark.slow
+def test_bayesian_optimisation_proposes_after_its_random_start(tmp_path, tiny_tune_csv,
+                                                               tiny_tune_data):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("scipy")
+    cfg = _config(tmp_path, tiny_tune_csv, oracle="bayesian", max_trials=4, initial_points=2,
+                  epochs=1, space={**SPACE, "learning_rate": {"min": 1e-3, "max": 1e-2}})
+    result = run_tuning(cfg, data=tiny_tune_data, progress=lambda _: None)
+    assert [r["trial_id"] for r in result.records] == ["0", "1", "2", "3"]
+    oracle = json.loads((tmp_path / "study" / "tuner" / "oracle.json").read_text())
+    assert oracle["num_initial_points"] == 2
+    for r in result.records:
+        assert 1e-3 <= r["settings"]["learning_rate"] <= 1e-2
+        assert _trial(tmp_path, r["trial_id"])["score"] == pytest.approx(
+            r["metrics"]["mean_auc"], abs=1e-12)
+
+
+def test_a_prepared_folder_streams_into_every_trial(tmp_path, tiny_tune_data):
+    from tfmtnas.data import load_prepared
+    from tfmtnas.data.prepare.from_memory import write_prepared
+
+    folder = tmp_path / "prepared"
+    write_prepared(tiny_tune_data, folder)
+    cfg = TuneConfig(dataset="prepared", data_dir=str(folder), space=SPACE, max_trials=2,
+                     epochs=1, batch_size=64, jit_compile=False, latency_calls=10,
+                     model_dir=str(tmp_path / "study"), export_root=str(tmp_path / "sm"))
+    result = run_tuning(cfg, progress=lambda _: None)
+    assert len(result.records) == 2 and result.export_path.is_dir()
+    assert all(r["cost"]["latency_ms"] > 0 for r in result.records)
+    config = json.loads((tmp_path / "study" / "tuner" / "trial_0" / "run" /
+                         "config.json").read_text())
+    assert config["dataset"] == "prepared" and config["data_dir"] == str(folder)
+    assert load_prepared(folder).num_rows("train") == len(tiny_tune_data.train)
+
+
+@pytest.mark.slow
+def test_trials_run_under_a_mirrored_strategy(tmp_path, tiny_tune_csv, tiny_tune_data):
+    result = run_tuning(_config(tmp_path, tiny_tune_csv, strategy="mirrored", max_trials=2),
+                        data=tiny_tune_data, progress=lambda _: None)
+    assert len(result.records) == 2
+    config = json.loads((tmp_path / "study" / "tuner" / "trial_1" / "run" /
+                         "config.json").read_text())
+    assert config["strategy"] == "mirrored"
