@@ -468,3 +468,52 @@ def test_multi_worker_training_killed_worker_and_restarted_job_ends_as_uninterru
     for a, b in zip(resumed, [np.array(w) for w in _result(single.stdout)["weights"]],
                     strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_parameter_server_training_keeps_going_through_a_worker_restart(tmp_path):
+    """A worker is killed (SIGKILL) while the chief trains and started again on its port:
+    the coordinator sends its steps to the other worker meanwhile, and the job finishes."""
+    csv = tmp_path / "tiny.csv"
+    _write_csv(csv)
+    out = tmp_path / "run"
+    ports = _free_ports(4)
+    spec = {"chief": [f"127.0.0.1:{ports[0]}"],
+            "worker": [f"127.0.0.1:{p}" for p in ports[1:3]],
+            "ps": [f"127.0.0.1:{ports[3]}"]}
+    cluster = _Cluster(tmp_path)
+    deadline = time.monotonic() + TIMEOUT
+
+    def server(job, i, name):
+        cwd = tmp_path / name
+        cwd.mkdir(exist_ok=True)
+        cluster.start(name, ["-m", "tfmtnas.pipelines.server"],
+                      {"cluster": spec, "task": {"type": job, "index": i}}, cwd)
+        cluster.wait_for_text(name, "serving at", deadline)
+
+    try:
+        for job, i in (("ps", 0), ("worker", 0), ("worker", 1)):
+            server(job, i, f"{job}{i}")
+        cluster.start("chief", [
+            "-m", "tfmtnas.pipelines.train", "--strategy=parameter_server", "--dataset=csv",
+            f"--csv_train={csv}", "--csv_labels=click:binary,watch:regression",
+            "--csv_numeric=x,z", "--csv_categorical=color", "--model=mmoe", "--num_experts=2",
+            "--expert_units=8", "--tower_units=4", "--epochs=8", "--batch_size=16",
+            "--learning_rate=0.01", f"--model_dir={out}"],
+            {"cluster": spec, "task": {"type": "chief", "index": 0}}, cwd=tmp_path)
+        cluster.wait_for_text("chief", "Epoch 2/8", deadline)
+        killed = cluster.procs[[n for n, _, _ in cluster.procs].index("worker1")][1]
+        killed.kill()
+        killed.wait(timeout=30)
+        server("worker", 1, "worker1-again")
+        chief = cluster.procs[[n for n, _, _ in cluster.procs].index("chief")][1]
+        assert chief.poll() is None, "the chief finished before the worker came back"
+        code = cluster.wait("chief", deadline)
+    finally:
+        cluster.stop()
+    assert code == 0, cluster.log("chief")[-4000:]
+    log = cluster.log("chief")
+    assert "Worker /job:worker/replica:0/task:1 failed" in log and "Epoch 8/8" in log
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["strategy"] == "parameter_server"
+    assert metrics["test"]["click_auc"] > 0.6
