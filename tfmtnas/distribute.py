@@ -11,7 +11,7 @@
   which sends training steps to the workers through a ``ClusterCoordinator``; variables
   live on the parameter servers, large ones (the embedding table) split into row shards by
   a ``MinSizePartitioner``; workers and parameter servers run
-  ``python -m tfmtnas.pipelines.server`` (:func:`serve`).
+  ``tfmtnas-server`` (:func:`serve`).
 
 Example:
     >>> strategy = make_strategy("default")

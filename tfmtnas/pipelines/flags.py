@@ -109,7 +109,7 @@ def define_strategy_flags() -> None:
                       "tf.distribute strategy. default: one device; mirrored: every local "
                       "device; multi_worker: every worker in TF_CONFIG runs this command; "
                       "parameter_server: the chief in TF_CONFIG runs this command, workers "
-                      "and parameter servers run `python -m tfmtnas.pipelines.server`.")
+                      "and parameter servers run `tfmtnas-server`.")
 
 
 def define_search_method_flags() -> None:

@@ -5,17 +5,17 @@ runs ``tfmtnas-train --strategy=parameter_server`` and sends it work.
 
 Example:
     TF_CONFIG='{"cluster": {"chief": ["a:2222"], "worker": ["b:2222"], "ps": ["c:2222"]},
-                "task": {"type": "ps", "index": 0}}' python -m tfmtnas.pipelines.server
+                "task": {"type": "ps", "index": 0}}' tfmtnas-server
 """
 
 from __future__ import annotations
 
 from absl import app
 
-from tfmtnas.pipelines.errors import binary_main
+from tfmtnas.pipelines.errors import binary_main, run_binary
 
 
-@binary_main("tfmtnas server")
+@binary_main("tfmtnas-server")
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -25,7 +25,7 @@ def main(argv):
 
 
 def run():
-    app.run(main)
+    run_binary(main, __name__)
 
 
 if __name__ == "__main__":
