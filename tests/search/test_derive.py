@@ -20,11 +20,12 @@ from tfmtnas.search.model import SearchModel
 ATOL = 1e-5
 
 
-def _trained_supernet(method: str, tasks) -> SearchModel:
+def _trained_supernet(method: str, tasks, **options) -> SearchModel:
     keras.utils.set_random_seed(4)
     names = [t.name for t in tasks]
     space = search_space(method, names, num_layers=2, num_experts=4, expert_units=(6,))
-    options = {"cross_init": 0.1} if method == "mtlnas" else {}
+    if method == "mtlnas":
+        options.setdefault("cross_init", 0.1)
     model = SearchModel(SPEC, tasks, make_method(method, space, **options),
                         arch_optimizer=keras.optimizers.Adam(0.05), embedding_dim=3,
                         tower_units=(8,))
@@ -44,10 +45,14 @@ def _eval_routes(model: SearchModel) -> list[dict]:
     return [{k: v.numpy() for k, v in r.items()} for r in routes]
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_inherited_child_reproduces_the_supernet_under_eval_routes(method):
+CASES = [(m, {}) for m in METHODS] + [("mtnas", {"routes": "factorised"})]
+
+
+@pytest.mark.parametrize("method, options", CASES, ids=[
+    m + "".join(f"-{v}" for v in o.values()) for m, o in CASES])
+def test_inherited_child_reproduces_the_supernet_under_eval_routes(method, options):
     tasks = TASKS if method == "gumbel" else REGRESSION_TASKS
-    supernet = _trained_supernet(method, tasks)
+    supernet = _trained_supernet(method, tasks, **options)
     routes = _eval_routes(supernet)
     # The eval routes are the derived decisions: hard 0/1 masks equal to final_masks.
     for route, final in zip(routes, supernet.method.final_masks(), strict=True):

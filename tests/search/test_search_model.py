@@ -157,14 +157,17 @@ def test_joint_gumbel_takes_architecture_gradients_from_the_training_batch():
 def _search(method: str, seed: int, steps: int = 3):
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
-    model = search_model(method, REGRESSION_TASKS,
-                         **({"init_logit": 0.0} if method != "mtnas" else {}))
+    if method == "mtnas_factorised":
+        options = {"routes": "factorised"}
+    else:
+        options = {"init_logit": 0.0} if method != "mtnas" else {}
+    model = search_model(method.split("_")[0], REGRESSION_TASKS, **options)
     model.fit(pair_dataset().repeat(steps), epochs=1, verbose=0)
     assert int(model.search_step.numpy()) == steps
     return model.method.derive().to_json(), _values(model.method.trainable_variables)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", [*METHODS, "mtnas_factorised"])
 def test_same_seed_same_derived_spec(method):
     """The seed fixes the weights, the sampled routes and hence the architecture variables
     bit for bit, so the derived spec too; another seed gives other architecture values (the

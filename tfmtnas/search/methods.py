@@ -6,9 +6,11 @@ Each method is a Keras layer that owns the architecture variables of a searched
 
 - :class:`MTNAS` (Chen, Gu, Fu, "Boosting Share Routing for Multi-task Learning",
   arXiv 2009.00387): per block (searched mixer) a categorical distribution over local routes,
-  i.e. a non-empty subset of the candidate experts times the gate's query; sampled routes in
-  the weight step; REINFORCE with a moving-average baseline on the validation reward in the
-  architecture step; the final route is the most probable one.
+  i.e. a non-empty subset of the candidate experts times the gate's query (enumerated, as in
+  the paper, up to 8 candidates; beyond, a factorised form with a Bernoulli per candidate and
+  a categorical over queries, linear in the candidates); sampled routes in the weight step;
+  REINFORCE with a moving-average baseline on the validation reward in the architecture
+  step; the final route is the most probable one.
 - :class:`GumbelMatrix` (Maziarz et al., "Flexible Multi-task Networks by Learning Parameter
   Allocation", arXiv 1910.04915): a Bernoulli per (consumer, component), sampled with a
   straight-through Gumbel-softmax over {on, off} at temperature ``max(0.5, 50/sqrt(step+1))``;
@@ -117,17 +119,19 @@ def _one_per_row(on: np.ndarray, prob: np.ndarray, cand: np.ndarray) -> np.ndarr
 class SearchMethod(keras.layers.Layer):
     """Base class: architecture variables of one searched spec and the routes they give.
 
-    ``seed`` (keyword, every method) is the base seed of the sampled routes; by default it is
-    drawn from Python's RNG, which ``keras.utils.set_random_seed`` seeds.
+    ``spec`` is a searched :class:`~tfmtnas.search.spec.RoutingSpec` or its dict form (as in
+    ``get_config``). ``seed`` (keyword, every method) is the base seed of the sampled routes;
+    by default it is drawn from Python's RNG, which ``keras.utils.set_random_seed`` seeds.
     """
 
     method_name = ""
 
-    def __init__(self, spec: RoutingSpec, seed: int | None = None, **kwargs):
+    def __init__(self, spec: RoutingSpec | dict, seed: int | None = None, **kwargs):
         # Architecture variables and routes stay float32 under a mixed precision policy; the
         # network casts the routes to its compute dtype.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
+        spec = spec if isinstance(spec, RoutingSpec) else RoutingSpec.from_dict(spec)
         if not spec.searched:
             raise ValueError(f"{type(self).__name__} needs a spec with searched mixers "
                              f"(mask None); this one is fixed.")
@@ -400,7 +404,14 @@ class MTLNAS(SearchMethod):
 
 
 def route_table(num_candidates: int, num_queries: int) -> np.ndarray:
-    """All local routes ``[R, E + Q]``: a non-empty candidate subset and a one-hot query."""
+    """All local routes ``[R, E + Q]``: a non-empty candidate subset and a one-hot query.
+
+    ``R = (2^E - 1) * Q``, subsets in ``itertools.product`` order, the query varying slowest.
+
+    Example:
+        >>> route_table(2, 1).tolist()
+        [[0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 1.0]]
+    """
     subsets = [s for s in itertools.product((0, 1), repeat=num_candidates) if any(s)]
     rows = [list(s) + list(np.eye(num_queries)[q]) for q in range(num_queries) for s in subsets]
     return np.array(rows, np.float32)
@@ -417,8 +428,151 @@ def reinforce_surrogate(log_probs: tf.Tensor, reward: tf.Tensor,
     return -advantage * tf.reduce_sum(log_probs)
 
 
+# A logit no sample picks, finite so that XLA and the gradient stay finite.
+_NEVER = -1e9
+
+
+def factorised_log_prob(subset_logits: tf.Tensor, candidates: np.ndarray, subset: tf.Tensor,
+                        query_logits: tf.Tensor | None = None,
+                        query: tf.Tensor | None = None) -> tf.Tensor:
+    """Log-probability of local routes under the factorised MTNAS distribution.
+
+    Each candidate ``e`` of consumer ``c`` is on with probability ``sigmoid(phi[c, e])``,
+    independently, conditioned on at least one being on; the query is a categorical of
+    ``softmax(psi[c])``, independent of the subset::
+
+        log P(s, q) = sum_e log Bernoulli(s_e; sigmoid(phi_e))
+                      - log(1 - prod_e (1 - sigmoid(phi_e))) + log_softmax(psi)_q
+
+    which equals ``log_softmax`` over the route table of ``sum_e s_e phi_e + psi_q``: the
+    paper's categorical over routes with log-linear logits.
+
+    Args:
+        subset_logits: ``phi`` ``[C, E]``.
+        candidates: ``[C, E]`` 0/1: entries that are not candidates are never on.
+        subset: ``[..., C, E]`` 0/1 routes (a non-empty candidate subset per consumer).
+        query_logits: ``psi`` ``[C, Q]``, or ``None`` (no query choice).
+        query: ``[..., C, Q]`` one-hot, with ``query_logits``.
+
+    Returns:
+        ``[..., C]``.
+
+    Example:
+        >>> log_p = factorised_log_prob(tf.zeros([1, 2]), np.ones([1, 2]), tf.constant([[1.0, 0]]))
+        >>> round(float(np.exp(log_p[0])), 4)  # {e0}: 1 of the 3 non-empty subsets
+        0.3333
+    """
+    cand = tf.constant(np.asarray(candidates) > 0)
+    log_on = tf.math.log_sigmoid(subset_logits)
+    log_off = tf.math.log_sigmoid(-subset_logits)
+    all_off = tf.reduce_sum(tf.where(cand, log_off, 0.0), -1)
+    log_non_empty = tf.math.log(-tf.math.expm1(all_off))
+    subset = tf.cast(subset, subset_logits.dtype)
+    terms = tf.where(cand, subset * log_on + (1.0 - subset) * log_off, 0.0)
+    log_p = tf.reduce_sum(terms, -1) - log_non_empty
+    if query_logits is not None:
+        log_p += tf.reduce_sum(tf.cast(query, log_p.dtype) * tf.nn.log_softmax(query_logits), -1)
+    return log_p
+
+
+def sample_factorised(subset_logits: tf.Tensor, candidates: np.ndarray, seed: tf.Tensor,
+                      query_logits: tf.Tensor | None = None
+                      ) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """One exact draw of the factorised distribution (:func:`factorised_log_prob`) per consumer.
+
+    Conditioning on a non-empty subset without rejection: the first candidate that is on is
+    drawn first, ``P(first = k) ∝ prod_{j<k} (1 - p_j) p_k`` (these sum to
+    ``1 - prod_j (1 - p_j)``), then every later candidate independently with its own ``p_j``.
+    The product of the two is the product of Bernoullis divided by ``P(non-empty)``.
+    Categorical draws use the Gumbel-max trick on one stateless uniform draw (XLA-safe).
+
+    Args:
+        subset_logits: ``phi`` ``[C, E]``.
+        candidates: ``[C, E]`` 0/1, a candidate in every row.
+        seed: a stateless seed ``[2]``.
+        query_logits: ``psi`` ``[C, Q]`` or ``None``.
+
+    Returns:
+        ``(subset [C, E], query [C, Q] or None)``, float 0/1.
+
+    Example:
+        >>> subset, _ = sample_factorised(tf.zeros([3, 4]), np.ones([3, 4]), tf.constant([1, 2]))
+        >>> bool(tf.reduce_all(tf.reduce_sum(subset, -1) >= 1))
+        True
+    """
+    c, e = candidates.shape
+    q = 0 if query_logits is None else int(query_logits.shape[-1])
+    u = tf.random.stateless_uniform([c, 2 * e + q], seed, np.finfo(np.float32).tiny, 1.0)
+    gumbel = -tf.math.log(-tf.math.log(u))
+    cand = tf.constant(np.asarray(candidates) > 0)
+    log_off = tf.where(cand, tf.math.log_sigmoid(-subset_logits), 0.0)
+    first_logits = tf.where(cand, tf.math.cumsum(log_off, -1, exclusive=True)
+                            + tf.math.log_sigmoid(subset_logits), _NEVER)
+    first = tf.argmax(first_logits + gumbel[:, :e], -1, output_type=tf.int32)[:, None]
+    index = tf.range(e)[None]
+    later_on = (index > first) & cand & (u[:, e:2 * e] < tf.sigmoid(subset_logits))
+    subset = tf.cast((index == first) | later_on, tf.float32)
+    if query_logits is None:
+        return subset, None
+    chosen = tf.argmax(query_logits + gumbel[:, 2 * e:], -1, output_type=tf.int32)
+    return subset, tf.one_hot(chosen, q)
+
+
+def factorised_mode(subset_logits: tf.Tensor, candidates: np.ndarray,
+                    query_logits: tf.Tensor | None = None
+                    ) -> tuple[tf.Tensor, tf.Tensor | None]:
+    """The most probable route of the factorised distribution, per consumer.
+
+    Every candidate with ``phi > 0`` (each raises the route's logit ``sum_e s_e phi_e``);
+    with none, the candidate of the largest ``phi`` alone. The query of the largest ``psi``.
+
+    Example:
+        >>> subset, _ = factorised_mode(tf.constant([[0.5, -1.0, 2.0], [-1.0, -0.2, -3.0]]),
+        ...                             np.ones([2, 3]))
+        >>> subset.numpy().tolist()
+        [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+    """
+    cand = tf.constant(np.asarray(candidates) > 0)
+    on = tf.cast(cand & (subset_logits > 0), tf.float32)
+    best = tf.one_hot(tf.argmax(tf.where(cand, subset_logits, _NEVER), -1),
+                      candidates.shape[1])
+    subset = tf.where(tf.reduce_sum(on, -1, keepdims=True) > 0, on, best)
+    if query_logits is None:
+        return subset, None
+    return subset, tf.one_hot(tf.argmax(query_logits, -1), query_logits.shape[-1])
+
+
+ROUTE_FORMS = ("auto", "enumerated", "factorised")
+# ``routes="auto"`` enumerates while every block has at most this many candidates: 2295
+# routes per block at 8 candidates and 9 query options.
+AUTO_ENUMERATED_MAX = 8
+# Beyond this the route table alone is too large to be a constant in every traced step:
+# (2^12 - 1) * 13 = 53k routes of 25 floats per block at 12.
+ENUMERATED_MAX = 12
+
+
 class MTNAS(SearchMethod):
     """Sparse share routing learned by REINFORCE (Chen, Gu, Fu, arXiv 2009.00387).
+
+    Every searched mixer (a block) draws a local route: a non-empty subset of its candidate
+    experts and, with ``search_queries``, the query of its gate (the input or a mixer of the
+    layer below). Two forms of the route distribution:
+
+    - ``"enumerated"`` (the paper): a categorical over all ``(2^E - 1) * Q`` local routes, one
+      logit per route. Exponential in the candidates ``E``: 53k routes per block at 12.
+    - ``"factorised"``: a Bernoulli ``sigmoid(phi_e)`` per candidate, conditioned on a
+      non-empty subset, and a categorical ``softmax(psi)`` over the ``Q`` queries, i.e.
+      ``E + Q`` logits per block. This is a product distribution, not the paper's: it is
+      the paper's categorical restricted to log-linear route logits
+      ``theta(s, q) = sum_e s_e phi_e + psi_q``, so it cannot express correlations between
+      candidates (e.g. "{1, 2} or {3}, but not {1, 3}"). It is sampled exactly (no
+      rejection, see :func:`sample_factorised`) and REINFORCE uses the exact
+      log-probability of the sampled route, conditioning included, so the estimator is
+      unbiased for this family. Both forms start uniform over the routes.
+
+    The architecture step is the same for both: REINFORCE on the sum over blocks of the
+    sampled routes' log-probabilities, a moving-average baseline, the validation reward
+    averaged across replicas. The final route is each block's most probable route.
 
     Args:
         spec: a searched spec with softmax mixers (see :func:`search_space` with "mtnas").
@@ -433,24 +587,46 @@ class MTNAS(SearchMethod):
             the fraction of experts the sampled route computes
             (:class:`~tfmtnas.search.usage.ExpertUsage`), as resource-aware searches put
             cost into the reward. Default 0 (the paper's reward); not in the paper.
+        routes: ``"enumerated"``, ``"factorised"`` or ``"auto"`` (default): enumerated while
+            every block has at most 8 candidates (the paper's distribution, and the variable
+            layout of earlier checkpoints), factorised beyond. ``"enumerated"`` is refused
+            above 12 candidates. The config records the resolved form.
+
+    Example:
+        >>> space = search_space("mtnas", ["click", "like"], num_experts=16)
+        >>> method = make_method("mtnas", space)  # 16 candidates: factorised
+        >>> method.routes, sum(v.shape.num_elements() for v in method.trainable_variables)
+        ('factorised', 322)
     """
 
     method_name = "mtnas"
 
     def __init__(self, spec, baseline_decay: float = 0.9, search_queries: bool = True,
-                 normalize_advantage: bool = False, cost_weight: float = 0.0, **kwargs):
+                 normalize_advantage: bool = False, cost_weight: float = 0.0,
+                 routes: str = "auto", **kwargs):
         super().__init__(spec, **kwargs)
         self._set_cost_weight(cost_weight)
         self.baseline_decay = float(baseline_decay)
         self.search_queries = bool(search_queries)
         self.normalize_advantage = bool(normalize_advantage)
+        self.routes = self._resolve_routes(routes)
         self.tables, self.thetas = [], []
+        self.subset_logits, self.query_logits = [], []
         for i, g in enumerate(self.groups):
-            q = 1 + g.num_query_mixers if self.search_queries else 1
-            table = route_table(g.shape[1], q)
-            self.tables.append(table)
-            self.thetas.append(self.add_weight(name=f"routes_{i}", shape=(g.shape[0], len(table)),
-                                               dtype="float32", initializer="zeros"))
+            q = self._num_queries(g)
+            if self.routes == "enumerated":
+                table = route_table(g.shape[1], q)
+                self.tables.append(table)
+                self.thetas.append(self.add_weight(name=f"routes_{i}",
+                                                   shape=(g.shape[0], len(table)),
+                                                   dtype="float32", initializer="zeros"))
+                continue
+            self.subset_logits.append(self.add_weight(name=f"subsets_{i}", shape=g.shape,
+                                                      dtype="float32", initializer="zeros"))
+            # One query option leaves nothing to learn: no variable.
+            self.query_logits.append(None if q == 1 else self.add_weight(
+                name=f"queries_{i}", shape=(g.shape[0], q), dtype="float32",
+                initializer="zeros"))
         # Statistics of the (replica-averaged) reward: every replica computes the same value.
         first = tf.VariableAggregation.ONLY_FIRST_REPLICA
         self.baseline = self.add_weight(name="baseline", shape=(), trainable=False,
@@ -463,27 +639,54 @@ class MTNAS(SearchMethod):
                                                  trainable=False, initializer="zeros",
                                                  dtype="float32", aggregation=first)
 
+    def _num_queries(self, g: MixerGroup) -> int:
+        return 1 + g.num_query_mixers if self.search_queries else 1
+
+    def _resolve_routes(self, routes: str) -> str:
+        if routes not in ROUTE_FORMS:
+            raise ValueError(f"routes must be one of {', '.join(ROUTE_FORMS)}, got {routes!r}.")
+        widest = max(g.shape[1] for g in self.groups)
+        if routes == "auto":
+            return "enumerated" if widest <= AUTO_ENUMERATED_MAX else "factorised"
+        if routes == "enumerated" and widest > ENUMERATED_MAX:
+            raise ValueError(f"routes='enumerated' lists (2^E - 1) * Q routes per block; "
+                             f"E = {widest} candidates is more than {ENUMERATED_MAX}: use "
+                             f"routes='factorised'.")
+        return routes
+
     def _choose(self, g_i: int, mode: str, step: tf.Tensor):
+        """``(mask [C, E], query [C, Q], log-probability [C])`` of group ``g_i``'s routes."""
+        g = self.groups[g_i]
+        if self.routes == "factorised":
+            phi, psi = self.subset_logits[g_i], self.query_logits[g_i]
+            if mode == "eval":
+                subset, query = factorised_mode(phi, g.candidates, psi)
+            else:
+                subset, query = sample_factorised(phi, g.candidates,
+                                                  self.noise_seed(mode, step, g_i), psi)
+            if query is None:
+                query = tf.ones([g.shape[0], 1])
+            log_p = factorised_log_prob(phi, g.candidates, subset, psi, query)
+            return subset, query, log_p
         theta = self.thetas[g_i]
         if mode == "eval":
             idx = tf.argmax(theta, axis=-1, output_type=tf.int32)
         else:
             seed = self.noise_seed(mode, step, g_i)
             idx = tf.random.stateless_categorical(theta, 1, seed, dtype=tf.int32)[:, 0]
-        logp = tf.gather(tf.nn.log_softmax(theta), idx, batch_dims=1)
-        return tf.gather(tf.constant(self.tables[g_i]), idx), logp
+        log_p = tf.gather(tf.nn.log_softmax(theta), idx, batch_dims=1)
+        chosen = tf.gather(tf.constant(self.tables[g_i]), idx)
+        return chosen[:, :g.shape[1]], chosen[:, g.shape[1]:], log_p
 
     def sample(self, mode, step):
         routes, logps = [], []
         for g_i, g in enumerate(self.groups):
-            chosen, logp = self._choose(g_i, mode, step)
-            e = g.shape[1]
+            subset, query, logp = self._choose(g_i, mode, step)
             searched = tf.constant(g.searched[:, None])
-            mask = tf.where(searched, chosen[:, :e], _fixed(g))
-            route = {"mask": mask}
+            route = {"mask": tf.where(searched, subset, _fixed(g))}
             if self.search_queries:
-                fixed_q = np.eye(1 + g.num_query_mixers, dtype=np.float32)[np.array(g.query) + 1]
-                route["query"] = tf.where(searched, chosen[:, e:], fixed_q)
+                fixed_q = np.eye(self._num_queries(g), dtype=np.float32)[np.array(g.query) + 1]
+                route["query"] = tf.where(searched, query, fixed_q)
             routes.append(route)
             logps.append(tf.boolean_mask(logp, g.searched))
         aux = {"log_prob": tf.concat(logps, 0), **self._usage_aux([r["mask"] for r in routes])}
@@ -514,35 +717,52 @@ class MTNAS(SearchMethod):
         return surrogate
 
     def route_probabilities(self) -> list[np.ndarray]:
-        return [tf.nn.softmax(t).numpy() for t in self.thetas]
+        """Per group ``[C, R]``: the probability of every row of ``route_table(E, Q)``.
+
+        The factorised form computes them from :func:`factorised_log_prob` (at most 12
+        candidates per block: the table is enumerated).
+        """
+        if self.routes == "enumerated":
+            return [tf.nn.softmax(t).numpy() for t in self.thetas]
+        out = []
+        for g, phi, psi in zip(self.groups, self.subset_logits, self.query_logits):
+            if g.shape[1] > ENUMERATED_MAX:
+                raise ValueError(f"route_probabilities enumerates the routes; E = {g.shape[1]} "
+                                 f"candidates is more than {ENUMERATED_MAX}.")
+            table = route_table(g.shape[1], self._num_queries(g))
+            rows = tf.constant(np.repeat(table[:, None], g.shape[0], axis=1))  # [R, C, E + Q]
+            log_p = factorised_log_prob(phi, g.candidates, rows[..., :g.shape[1]], psi,
+                                        None if psi is None else rows[..., g.shape[1]:])
+            out.append(np.exp(log_p.numpy()).T)
+        return out
 
     def probabilities(self):
+        if self.routes == "enumerated":
+            return [(p @ table[:, :g.shape[1]]) * g.candidates
+                    for g, table, p in zip(self.groups, self.tables, self.route_probabilities())]
         out = []
-        for g, table, p in zip(self.groups, self.tables, self.route_probabilities()):
-            out.append((p @ table[:, :g.shape[1]]) * g.candidates)
+        for g, phi in zip(self.groups, self.subset_logits):
+            # P(e on | non-empty) = p_e / P(non-empty): e on makes the subset non-empty.
+            p = 1.0 / (1.0 + np.exp(-phi.numpy().astype(np.float64)))
+            non_empty = 1.0 - np.prod(np.where(g.candidates > 0, 1.0 - p, 1.0), -1)
+            out.append(p / non_empty[:, None] * g.candidates)
         return out
 
     def final_masks(self):
-        out = []
-        for g, table, theta in zip(self.groups, self.tables, self.thetas):
-            best = table[np.argmax(theta.numpy(), -1), :g.shape[1]]
-            out.append(np.where(g.searched[:, None], best, g.fixed_mask))
-        return out
+        routes, _ = self.sample("eval", tf.constant(0))
+        return [r["mask"].numpy() for r in routes]
 
     def final_queries(self):
         if not self.search_queries:
             return [None] * len(self.groups)
-        out = []
-        for g, table, theta in zip(self.groups, self.tables, self.thetas):
-            best = table[np.argmax(theta.numpy(), -1), g.shape[1]:]
-            chosen = np.argmax(best, -1) - 1
-            out.append([int(c) if s else q for c, s, q in zip(chosen, g.searched, g.query)])
-        return out
+        routes, _ = self.sample("eval", tf.constant(0))
+        return [[int(c) for c in np.argmax(r["query"].numpy(), -1) - 1] for r in routes]
 
     def get_config(self):
         return {**super().get_config(), "baseline_decay": self.baseline_decay,
                 "search_queries": self.search_queries,
-                "normalize_advantage": self.normalize_advantage, "cost_weight": self.cost_weight}
+                "normalize_advantage": self.normalize_advantage, "cost_weight": self.cost_weight,
+                "routes": self.routes}
 
 
 _CLASSES = {"mtnas": MTNAS, "gumbel": GumbelMatrix, "mtlnas": MTLNAS}
