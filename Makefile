@@ -65,6 +65,13 @@ ROWS ?= 2000000
 bench-click-log: install
 	$(PY) benchmarks/click_log.py --rows=$(ROWS)
 
+# Clusters on 127.0.0.1: a 2*10^6-row table over two parameter servers (trained, exported,
+# served without the servers), and examples/s of one process against two multi_worker workers.
+.PHONY: bench-cluster
+bench-cluster: install
+	$(PY) benchmarks/cluster.py --mode=large_table
+	$(PY) benchmarks/cluster.py --mode=throughput --rows=100000
+
 # tfmtnas-tune on Census-Income: a 30-trial Bayesian-optimisation study, then PLE and MMoE
 # references and 3 seeds of the best trial at or below MMoE's FLOPs (see the script).
 .PHONY: bench-tune bench-tune-memory
