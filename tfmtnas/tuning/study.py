@@ -64,12 +64,16 @@ RERUN_MAY_CHANGE = ("model_dir", "max_trials", "time_budget", "select", "pareto"
                     "export_root", "export_name")
 
 
-@dataclasses.dataclass
-class TuneConfig:
+@dataclasses.dataclass(frozen=True)
+class TuneConfig(TrialOptions):
     """Everything one study needs; written as ``config.json`` into the study dir.
 
+    The settings every trial shares are :class:`~tfmtnas.tuning.trial.TrialOptions`' fields
+    (``dataset``, ``data_dir``, ``dataset_options``, ``epochs`` per trial, also Hyperband's
+    largest, ``batch_size``, ``optimizer``, ``seed``, ``jit_compile``, ``strategy``,
+    ``child``, ``child_epochs``, ``arch_learning_rate``, ``latency_calls``); the study adds:
+
     Args:
-        dataset, data_dir, dataset_options: the data, as for ``tfmtnas-train``.
         space: narrowing of the search space (:meth:`SearchSpace.narrow` entries).
         oracle: ``random``, ``bayesian`` or ``hyperband``.
         max_trials: trials in all (None: only with ``hyperband``, its schedule decides).
@@ -78,12 +82,6 @@ class TuneConfig:
             (:mod:`tfmtnas.tuning.objective`); default the mean validation AUC.
         select: the rule choosing the exported trial (default: the best objective).
         pareto: the front's metrics (default: each task's quality metric and ``flops``).
-        epochs: training epochs per trial (search epochs for a search method; Hyperband's
-            largest number of epochs).
-        batch_size, optimizer, seed, jit_compile, strategy: as for ``tfmtnas-train``.
-        child, child_epochs, arch_learning_rate: search-method trials, as for
-            ``tfmtnas-search``.
-        latency_calls: timed batch-1 calls per trial (0: latency not measured).
         hyperband_factor: Hyperband's halving factor.
         initial_points: random trials before Bayesian optimisation proposes (default
             ``max(3, max_trials // 3)``).
@@ -91,11 +89,13 @@ class TuneConfig:
         export: export the selected trial's model for TF Serving.
         export_root, export_name: ``<export_root>/<export_name>/<version>`` (name default:
             the study dir's folder name).
+
+    Example:
+        >>> TuneConfig(dataset="census", oracle="bayesian", max_trials=30,
+        ...            model_dir="runs/tune").trial_options().epochs
+        4
     """
 
-    dataset: str = "census"
-    data_dir: str | None = None
-    dataset_options: dict = dataclasses.field(default_factory=dict)
     space: dict = dataclasses.field(default_factory=dict)
     oracle: str = "random"
     max_trials: int | None = 20
@@ -103,16 +103,6 @@ class TuneConfig:
     objective: str = "mean_auc"
     select: str = ""
     pareto: tuple[str, ...] = ()
-    epochs: int = 4
-    batch_size: int = 1024
-    optimizer: str = "lazy_adam"
-    seed: int = 0
-    jit_compile: bool = True
-    strategy: str = "default"
-    child: str = "finetune"
-    child_epochs: int = 2
-    arch_learning_rate: float = 0.05
-    latency_calls: int = 200
     hyperband_factor: int = 3
     initial_points: int | None = None
     model_dir: str | None = None
