@@ -517,3 +517,37 @@ def test_parameter_server_training_keeps_going_through_a_worker_restart(tmp_path
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["strategy"] == "parameter_server"
     assert metrics["test"]["click_auc"] > 0.6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["gumbel", "mtnas"])
+def test_parameter_server_search_runs_on_the_workers_and_the_chief_derives(tmp_path, method):
+    csv = tmp_path / "tiny.csv"
+    _write_csv(csv)
+    model_dir = tmp_path / "run"
+    ports = _free_ports(4)
+    spec = {"chief": [f"127.0.0.1:{ports[0]}"],
+            "worker": [f"127.0.0.1:{p}" for p in ports[1:3]],
+            "ps": [f"127.0.0.1:{ports[3]}"]}
+    cluster = _Cluster(tmp_path)
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        for job, i in (("ps", 0), ("worker", 0), ("worker", 1)):
+            cwd = tmp_path / f"{job}{i}"
+            cwd.mkdir()
+            cluster.start(f"{job}{i}", ["-m", "tfmtnas.pipelines.server"],
+                          {"cluster": spec, "task": {"type": job, "index": i}}, cwd)
+            cluster.wait_for_text(f"{job}{i}", "serving at", deadline)
+        cluster.start("chief", ["-c", SEARCH_SCRIPT, str(csv), str(model_dir), method,
+                                "parameter_server"],
+                      {"cluster": spec, "task": {"type": "chief", "index": 0}}, cwd=tmp_path)
+        code = cluster.wait("chief", deadline)
+    finally:
+        cluster.stop()
+    assert code == 0, cluster.log("chief")[-4000:]
+    result = _result(cluster.log("chief"))
+    assert (model_dir / "derived_spec.json").read_text() == result["spec"]
+    # The chief's copy holds the searched architecture (moved from its uniform start) and
+    # its child was evaluated.
+    assert all(np.ptp(np.array(a)) > 0 for a in result["arch"] if np.size(a) > 1)
+    assert result["child"]["click_auc"] > 0.6

@@ -85,8 +85,9 @@ def split_dataset(data: DataSource, split: str, batch_size: int, shuffle: bool =
 
 
 def search_pairs(data: DataSource, halves: bool, batch_size: int, seed: int | None = None,
-                 shuffle_buffer: int | None = None, epoch: tf.Variable | None = None
-                 ) -> tuple[tf.data.Dataset, int]:
+                 shuffle_buffer: int | None = None, epoch: tf.Variable | None = None,
+                 input_context: tf.distribute.InputContext | None = None,
+                 repeat: bool = False) -> tuple[tf.data.Dataset, int]:
     """``(weight batch, architecture batch)`` pairs for a search ``train_step``, and the
     number of weight rows (one epoch is one pass over them).
 
@@ -94,7 +95,8 @@ def search_pairs(data: DataSource, halves: bool, batch_size: int, seed: int | No
     architecture on the other (MTL-NAS); otherwise on the training and validation splits.
     The architecture stream repeats as needed. With ``epoch`` (the current epoch in an int64
     variable) both streams' orders are functions of ``(seed, epoch)``, so a resumed search
-    reads what the uninterrupted one read.
+    reads what the uninterrupted one read. ``input_context`` and ``repeat`` make one
+    parameter-server worker's endless share of the pairs.
     """
     if halves:
         (w_split, w_half), (a_split, a_half) = ("train", 0), ("train", 1)
@@ -106,16 +108,19 @@ def search_pairs(data: DataSource, halves: bool, batch_size: int, seed: int | No
         raise DataError(f"The {where} split is empty: the architecture step of a search "
                         f"needs examples.")
     weights = split_dataset(data, w_split, batch_size, shuffle=True, seed=seed, half=w_half,
-                            half_seed=s, shuffle_buffer=shuffle_buffer, epoch=epoch)
+                            half_seed=s, shuffle_buffer=shuffle_buffer, epoch=epoch,
+                            input_context=input_context, repeat=repeat)
     arch = split_dataset(data, a_split, batch_size, shuffle=True,
                          seed=None if seed is None else seed + 1, repeat=True, half=a_half,
-                         half_seed=s, shuffle_buffer=shuffle_buffer, epoch=epoch)
+                         half_seed=s, shuffle_buffer=shuffle_buffer, epoch=epoch,
+                         input_context=input_context)
     pairs = tf.data.Dataset.zip((weights, arch))
-    if weights.cardinality() >= 0:
+    length = tf.get_static_value(weights.cardinality())  # None while tracing a function
+    if length is not None and length >= 0:
         # The repeated architecture stream hides the length of the pairs from Keras, which
         # then ends the first epoch by calling the train step once more until the input
         # runs out; that call fails for want of data but still advances the optimizers'
         # and the search's step counters, so a resumed search would count steps (and draw
         # its seeded routes) one off from the uninterrupted one.
-        pairs = pairs.apply(tf.data.experimental.assert_cardinality(weights.cardinality()))
+        pairs = pairs.apply(tf.data.experimental.assert_cardinality(length))
     return pairs, num_rows(data, w_split, w_half)

@@ -102,7 +102,7 @@ def define_training_flags(model_dir_required: bool = False) -> None:
 
 
 def define_strategy_flags() -> None:
-    """``--strategy`` (train; search, which does not run under parameter_server yet)."""
+    """``--strategy`` (train, search)."""
     from tfmtnas.distribute import STRATEGIES
 
     flags.DEFINE_enum("strategy", "default", STRATEGIES,

@@ -24,7 +24,12 @@ import tensorflow as tf
 from tfmtnas import keras
 from tfmtnas.data import DataError, DataSource, load_dataset, split_dataset
 from tfmtnas.data.sources import search_pairs
-from tfmtnas.distribute import is_chief, make_strategy, split_global_batches
+from tfmtnas.distribute import (
+    is_chief,
+    is_parameter_server,
+    make_strategy,
+    split_global_batches,
+)
 from tfmtnas.errors import UserError
 from tfmtnas.fsutil import FAULT_ENV
 from tfmtnas.models import make_optimizer
@@ -34,6 +39,7 @@ from tfmtnas.pipelines.training import (
     StopOnNonFiniteLoss,
     TrainConfig,
     _atomic_write,
+    _fetched,
     _progress_verbosity,
     check_finite_config,
     finite_json,
@@ -80,7 +86,7 @@ class SearchConfig:
     jit_compile: bool = True
     model_dir: str | None = None
     log_every: int = 20
-    # default, mirrored or multi_worker (see tfmtnas.distribute; parameter_server: not yet).
+    # default, mirrored, multi_worker or parameter_server (see tfmtnas.distribute).
     strategy: str = "default"
 
     def to_dict(self) -> dict:
@@ -122,6 +128,8 @@ class _ArchitectureLog(keras.callbacks.Callback):
     def __init__(self, writer, method, step: tf.Variable, every: int):
         super().__init__()
         self.writer, self.method, self.step, self.every = writer, method, step, every
+        # Under ParameterServerStrategy the logs are RemoteValues, fetched when written.
+        self._supports_tf_logs = True
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.step.numpy())
@@ -130,8 +138,8 @@ class _ArchitectureLog(keras.callbacks.Callback):
         with self.writer.as_default(step=step):
             for name, value in plots.allocation_scalars(self.method).items():
                 tf.summary.scalar(name, value)
-            for name, value in (logs or {}).items():
-                tf.summary.scalar(f"train/{name}", float(value))
+            for name, value in (_fetched(logs) or {}).items():
+                tf.summary.scalar(f"train/{name}", float(_fetched(value)))
         self.writer.flush()
 
 
@@ -179,9 +187,9 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
         raise UserError(f"arch_optimizer must be one of {tuple(ARCH_OPTIMIZERS)}, got "
                         f"{cfg.arch_optimizer!r}.")
     check_finite_config(cfg.to_dict())
-    if cfg.strategy == "parameter_server":
-        raise UserError("tfmtnas-search does not run under --strategy=parameter_server yet; "
-                        "use multi_worker (or mirrored on one machine).")
+    if cfg.strategy == "parameter_server" and not cfg.model_dir:
+        raise UserError("A search under --strategy=parameter_server needs --model_dir: the "
+                        "chief reads the searched supernet back from its checkpoint.")
     # First: MultiWorkerMirroredStrategy must configure collectives before any op runs.
     strategy = make_strategy(cfg.strategy)
     chief = is_chief(strategy)
@@ -201,22 +209,39 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
     # of epoch k is a function of (seed, k): ``epoch`` holds k when the epoch's iterator is
     # made (restored on resume, advanced at each epoch's end).
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    paired, weight_rows = search_pairs(data, cfg.method == "mtlnas", cfg.batch_size, cfg.seed,
-                                       epoch=epoch)
+    halves = cfg.method == "mtlnas"
+    paired, weight_rows = search_pairs(data, halves, cfg.batch_size, cfg.seed, epoch=epoch)
     # Under a strategy every worker reads the same global batches and Keras hands each
     # replica its share of each one: the steps are those of one device on the same batches.
     paired = split_global_batches(paired)
     steps_per_epoch = -(-weight_rows // cfg.batch_size)
-    timer, initial_epoch = _EpochTimer(), 0
+    timer, initial_epoch, fit_options = _EpochTimer(), 0, {}
     callbacks = [StopOnNonFiniteLoss(), timer]
-    with strategy.scope():
-        method = make_method(cfg.method, space, **cfg.method_options)
-        model = SearchModel(data.spec, data.tasks, method,
+    jit_compile = cfg.jit_compile
+    if is_parameter_server(strategy):
+        # Each asynchronous worker reads its own share of the pairs, endlessly; an epoch is a
+        # fixed number of steps. XLA cannot read variables on the parameter servers.
+        steps_per_epoch = max(1, weight_rows // cfg.batch_size)
+        fit_options["steps_per_epoch"] = steps_per_epoch
+        paired = keras.utils.experimental.DatasetCreator(
+            lambda context: search_pairs(data, halves, cfg.batch_size, cfg.seed,
+                                         input_context=context, repeat=True)[0])
+        jit_compile = False
+        verbose = 2 if verbose == 1 else verbose  # Keras refuses a progress bar there
+
+    def build() -> SearchModel:
+        built = SearchModel(data.spec, data.tasks,
+                            make_method(cfg.method, space, **cfg.method_options),
                             arch_optimizer=arch_optimizer(cfg),
                             arch_warmup_steps=cfg.arch_warmup_epochs * steps_per_epoch,
                             embedding_dim=cfg.embedding_dim, tower_units=cfg.tower_units)
-        model.compile(make_optimizer(cfg.optimizer, cfg.learning_rate),
-                      jit_compile=cfg.jit_compile)
+        built.compile(make_optimizer(cfg.optimizer, cfg.learning_rate),
+                      jit_compile=jit_compile)
+        return built
+
+    with strategy.scope():
+        model = build()
+        method = model.method
         if model_dir is not None:
             resume = EpochCheckpoints(model_dir / CHECKPOINTS, epoch, chief=chief, model=model,
                                       optimizer=model.optimizer,
@@ -236,8 +261,16 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
     start = time.perf_counter()
     if initial_epoch < cfg.epochs:
         model.fit(paired, epochs=cfg.epochs, initial_epoch=initial_epoch, callbacks=callbacks,
-                  verbose=verbose)
+                  verbose=verbose, **fit_options)
     search_seconds = time.perf_counter() - start
+    if is_parameter_server(strategy):
+        # The chief goes on with a one-device copy of the supernet, read back from the
+        # checkpoint of the last epoch (its variables live on the parameter servers).
+        keras.utils.set_random_seed(cfg.seed)
+        model = build()
+        method = model.method
+        tf.train.Checkpoint(model=model).restore(
+            tf.train.latest_checkpoint(str(model_dir / CHECKPOINTS))).expect_partial()
 
     test = split_global_batches(split_dataset(data, "test", 8192))
     # Every worker takes part (the evaluation is distributed) and derives the same spec;
