@@ -27,7 +27,7 @@ test: install lint
 test-slow: install
 	$(PY) -m pytest -q -m slow
 
-# Benchmarks: each prints its command and what it measured (results recorded in README.md).
+# Benchmarks: each prints its command and what it measured (results in docs/results.md).
 bench: install
 	$(PY) benchmarks/throughput.py
 

@@ -12,7 +12,7 @@ layers; deeper, upper-layer usages are shared by several experts below and corre
 
 A search that pays for usage shares experts where sharing costs no accuracy, which is what
 makes "share more when tasks are more related" a well-posed goal when sharing gives no
-statistical gain by itself (see the README's negative-transfer section).
+statistical gain by itself (see docs/results.md, "Negative transfer").
 
 Example:
     >>> usage = ExpertUsage(preset("mmoe", ["a", "b"], expert_units=(4,), num_experts=2))
