@@ -12,7 +12,7 @@ It prints one line per trial and a summary: RSS after the first trial, after the
 growth between them, the growth over the second half of the trials (the steady-state
 slope) and the peak. The target is a growth of at most 200 MB over 50 trials.
 
-Run: ``python benchmarks/tune_memory.py`` (``make bench-tune-memory``; about 5 minutes on
+Run: ``python benchmarks/tune_memory.py`` (``make bench-tune-memory``; about 3 minutes on
 2 cores); ``--trials=10 --architectures=mmoe`` for a quick look.
 """
 
