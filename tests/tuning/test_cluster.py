@@ -1,5 +1,6 @@
-"""tfmtnas-tune as the chief of a parameter-server cluster on 127.0.0.1: every trial trains
-on the cluster (a new ParameterServerStrategy per trial in one chief process)."""
+"""tfmtnas-tune as the chief of a parameter-server cluster on 127.0.0.1: every trial, a zoo
+model's and a search method's (seed 3 draws one of each), trains on the cluster (a new
+ParameterServerStrategy per trial in one chief process)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ def test_trials_train_on_a_parameter_server_cluster(tmp_path):
                 cluster.wait_for_text(f"{job}{i}", "serving at", deadline)
         cluster.start("chief", [
             "-m", "tfmtnas.pipelines.tune", "--strategy=parameter_server", *TINY_FLAGS,
-            f"--csv_train={csv}", "--hp=architecture=mmoe|shared_bottom", "--hp=expert_units=8",
-            "--hp=tower_units=4", "--hp=embedding_dim=4", "--max_trials=2", "--epochs=2",
+            f"--csv_train={csv}", "--hp=architecture=mmoe|gumbel", "--hp=expert_units=8",
+            "--hp=tower_units=4", "--hp=embedding_dim=4", "--hp=num_layers=1",
+            "--max_trials=2", "--seed=3", "--epochs=2", "--child_epochs=1",
             "--batch_size=32", "--latency_calls=10", f"--model_dir={study}",
             f"--export_root={tmp_path / 'saved_models'}"],
             {"cluster": spec, "task": {"type": "chief", "index": 0}}, cwd=tmp_path)
@@ -44,11 +46,13 @@ def test_trials_train_on_a_parameter_server_cluster(tmp_path):
     finally:
         cluster.stop()
     assert code == 0, cluster.log("chief")[-4000:]
+    architectures = set()
     for trial_id in ("0", "1"):
         run = study / "tuner" / f"trial_{trial_id}" / "run"
-        metrics = json.loads((run / "metrics.json").read_text())
-        assert metrics["strategy"] == "parameter_server"
+        assert json.loads((run / "config.json").read_text())["strategy"] == "parameter_server"
         record = json.loads((run.parent / "record.json").read_text())
-        assert record["validation"] == metrics["validation"]
+        assert set(record["validation"]) == {"click_auc", "click_loss", "buy_auc", "buy_loss"}
         assert record["cost"]["latency_ms"] > 0
+        architectures.add(record["architecture"])
+    assert architectures == {"mmoe", "gumbel"}
     assert (tmp_path / "saved_models" / "study" / "1" / "saved_model.pb").is_file()

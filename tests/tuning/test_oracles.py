@@ -92,9 +92,14 @@ def test_a_prepared_folder_streams_into_every_trial(tmp_path, tiny_tune_data):
 
 @pytest.mark.slow
 def test_trials_run_under_a_mirrored_strategy(tmp_path, tiny_tune_csv, tiny_tune_data):
-    result = run_tuning(_config(tmp_path, tiny_tune_csv, strategy="mirrored", max_trials=2),
+    """A zoo trial and a search-method trial, both under MirroredStrategy."""
+    space = {**SPACE, "architecture": ["mmoe", "gumbel"], "num_layers": 1}
+    result = run_tuning(_config(tmp_path, tiny_tune_csv, strategy="mirrored", max_trials=4,
+                                space=space, child_epochs=1),
                         data=tiny_tune_data, progress=lambda _: None)
-    assert len(result.records) == 2
-    config = json.loads((tmp_path / "study" / "tuner" / "trial_1" / "run" /
-                         "config.json").read_text())
-    assert config["strategy"] == "mirrored"
+    assert len(result.records) == 4
+    assert {r["architecture"] for r in result.records} == {"mmoe", "gumbel"}
+    for r in result.records:
+        config = json.loads((tmp_path / "study" / "tuner" / f"trial_{r['trial_id']}" /
+                             "run" / "config.json").read_text())
+        assert config["strategy"] == "mirrored"

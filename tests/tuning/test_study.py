@@ -172,8 +172,6 @@ def test_select_rule_under_a_flops_budget_and_no_match(study, tiny_tune_csv, tin
     ({"select": "latency_ms,speed<=1"}, "unknown metric 'speed'"),
     ({"oracle": "grid"}, "--oracle must be one of"),
     ({"strategy": "multi_worker"}, "not 'multi_worker'"),
-    ({"strategy": "mirrored", "space": {"architecture": ["mmoe", "mtnas"]}},
-     "Search methods \\(mtnas\\) run without"),
     ({"max_trials": None}, "--max_trials is required"),
     ({"space": {"architecture": ["mmoe"], "depth": 2}}, "unknown dimension"),
 ])

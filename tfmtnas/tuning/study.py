@@ -44,7 +44,6 @@ from tfmtnas.errors import UserError
 from tfmtnas.fsutil import atomic_write
 from tfmtnas.pipelines.resume import check_resume
 from tfmtnas.pipelines.training import check_finite_config, finite_json
-from tfmtnas.search.methods import METHODS
 from tfmtnas.tuning.objective import (
     Goal,
     SelectRule,
@@ -171,12 +170,6 @@ def _check(cfg: TuneConfig, space: SearchSpace) -> None:
             f"tfmtnas-tune runs trials under --strategy {', '.join(TRIAL_STRATEGIES)}, not "
             f"{cfg.strategy!r}: under multi_worker every worker would need to follow the "
             f"chief's oracle trial by trial.")
-    searched = sorted(set(space.architectures) & set(METHODS))
-    if cfg.strategy != "default" and searched:
-        raise UserError(
-            f"Search methods ({', '.join(searched)}) run without a tf.distribute strategy "
-            f"(tfmtnas-search has no --strategy): narrow the architectures to the zoo, e.g. "
-            f"--hp=architecture=mmoe|ple, or use --strategy=default.")
     if cfg.oracle == "hyperband" and cfg.hyperband_factor < 2:
         raise UserError(f"--hyperband_factor must be >= 2, got {cfg.hyperband_factor}.")
 

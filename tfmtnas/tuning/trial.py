@@ -50,7 +50,7 @@ class TrialOptions:
         dataset, data_dir, dataset_options: the data, as for ``tfmtnas-train``.
         epochs: training epochs (a search trial: search epochs); Hyperband sets its own.
         batch_size, optimizer, seed, jit_compile: as for ``tfmtnas-train``.
-        strategy: ``tf.distribute`` strategy of zoo trials (search trials run without).
+        strategy: ``tf.distribute`` strategy of every trial.
         child, child_epochs, arch_learning_rate: search trials, as for ``tfmtnas-search``.
         latency_calls: timed batch-1 calls of the latency measurement (0: not measured).
 
@@ -110,7 +110,8 @@ def trial_config(settings: Mapping[str, Any], options: TrialOptions, model_dir: 
         method_options["budget"] = float(settings["budget"])
     if architecture in ("mtnas", "gumbel") and float(settings["cost_weight"]) > 0:
         method_options["cost_weight"] = float(settings["cost_weight"])
-    return SearchConfig(method=architecture, num_layers=int(settings["num_layers"]),
+    return SearchConfig(method=architecture, strategy=options.strategy,
+                        num_layers=int(settings["num_layers"]),
                         num_experts=int(settings["num_experts"]),
                         expert_units=(int(settings["expert_units"]),),
                         arch_learning_rate=options.arch_learning_rate,
