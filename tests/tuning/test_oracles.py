@@ -103,3 +103,18 @@ def test_trials_run_under_a_mirrored_strategy(tmp_path, tiny_tune_csv, tiny_tune
         config = json.loads((tmp_path / "study" / "tuner" / f"trial_{r['trial_id']}" /
                              "run" / "config.json").read_text())
         assert config["strategy"] == "mirrored"
+
+
+@pytest.mark.slow
+def test_time_budget_stops_starting_trials_and_a_rerun_continues(tmp_path, tiny_tune_csv,
+                                                                 tiny_tune_data):
+    lines: list[str] = []
+    cfg = _config(tmp_path, tiny_tune_csv, epochs=1, time_budget=1e-3)
+    first = run_tuning(cfg, data=tiny_tune_data, progress=lines.append)
+    # The first trial always runs; none starts after the budget is spent.
+    assert [r["trial_id"] for r in first.records] == ["0"] and first.stopped_by_budget
+    assert any("time budget of 0.001 s spent: stopped after 1 trials" in ln for ln in lines)
+    again = run_tuning(_config(tmp_path, tiny_tune_csv, epochs=1), data=tiny_tune_data,
+                       progress=lambda _: None)
+    assert [r["trial_id"] for r in again.records] == ["0", "1", "2"]
+    assert again.records[0] == first.records[0] and not again.stopped_by_budget
