@@ -118,3 +118,23 @@ def test_time_budget_stops_starting_trials_and_a_rerun_continues(tmp_path, tiny_
                        progress=lambda _: None)
     assert [r["trial_id"] for r in again.records] == ["0", "1", "2"]
     assert again.records[0] == first.records[0] and not again.stopped_by_budget
+
+
+@pytest.mark.slow
+def test_diverging_trials_fail_alone_and_three_in_a_row_stop_the_study(tmp_path,
+                                                                       tiny_tune_csv,
+                                                                       tiny_tune_data):
+    from tfmtnas.errors import UserError
+
+    # A learning rate this large makes the loss NaN within the first epoch: each trial
+    # fails (DivergedError), the oracle records it as FAILED and proposes the next one,
+    # until keras-tuner's limit of three failures in a row.
+    space = {**SPACE, "learning_rate": 1e12}
+    with pytest.raises(UserError, match="3 trials in a row failed, the last with: .*diverged"):
+        run_tuning(_config(tmp_path, tiny_tune_csv, epochs=1, max_trials=5, space=space),
+                   data=tiny_tune_data, progress=lambda _: None)
+    statuses = [_trial(tmp_path, i)["status"] for i in ("0", "1", "2")]
+    # keras-tuner raises on the third failure before it saves that trial's file, so a
+    # rerun would try trial 2 once more (and stop again if it fails again).
+    assert statuses == ["FAILED", "FAILED", "RUNNING"]
+    assert not (tmp_path / "study" / "tuner" / "trial_3").exists()
