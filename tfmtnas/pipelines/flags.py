@@ -423,7 +423,8 @@ def define_tune_flags() -> None:
                         "mean_loss, flops, latency_ms, ... (AUCs are maximised, the rest "
                         "minimised).")
     flags.DEFINE_string("select", "", "Which trial to export: metric[,metric<=x][,metric>=x], "
-                        "e.g. mean_auc,flops<=140000 (default: the best --objective).")
+                        "e.g. 'mean_auc,flops<=140000' (quoted in a shell; default: the best "
+                        "--objective).")
     flags.DEFINE_list("pareto", [], "Metrics of the Pareto front (default: each task's "
                       "validation AUC or RMSE, and flops).")
     flags.DEFINE_string("space", None, "JSON file narrowing the search space: {name: value, "

@@ -9,7 +9,7 @@ study resumes, finished trials are kept.
 Example:
     tfmtnas-tune --dataset=census --oracle=bayesian --max_trials=30 --model_dir=runs/tune
     tfmtnas-tune --dataset=census --hp='architecture=mmoe|ple|mtnas' --hp=embedding_dim=8 \\
-        --select=mean_auc,flops<=140000 --model_dir=runs/tune_small
+        --select='mean_auc,flops<=140000' --model_dir=runs/tune_small
 """
 
 from __future__ import annotations
