@@ -22,28 +22,24 @@ from pathlib import Path
 import tensorflow as tf
 
 from tfmtnas import keras
-from tfmtnas.data import DataError, DataSource, load_dataset, split_dataset
+from tfmtnas.data import DataError, DataSource, split_dataset
 from tfmtnas.data.sources import search_pairs
 from tfmtnas.distribute import (
-    is_chief,
     is_parameter_server,
-    make_strategy,
     split_global_batches,
 )
 from tfmtnas.errors import UserError
-from tfmtnas.fsutil import FAULT_ENV
+from tfmtnas.fsutil import FAULT_ENV, atomic_write
 from tfmtnas.models import make_optimizer
-from tfmtnas.pipelines.resume import CHECKPOINTS, EpochCheckpoints, check_resume
+from tfmtnas.pipelines.resume import CHECKPOINTS, EpochCheckpoints
 from tfmtnas.pipelines.training import (
     FaultPoints,
     StopOnNonFiniteLoss,
     TrainConfig,
-    _atomic_write,
     _fetched,
-    _progress_verbosity,
-    check_finite_config,
     finite_json,
     save_model,
+    start_run,
     task_metrics,
 )
 from tfmtnas.search import RoutingSpec, forward_flops, plots, preset
@@ -186,24 +182,13 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
     if cfg.arch_optimizer not in ARCH_OPTIMIZERS:
         raise UserError(f"arch_optimizer must be one of {tuple(ARCH_OPTIMIZERS)}, got "
                         f"{cfg.arch_optimizer!r}.")
-    check_finite_config(cfg.to_dict())
     if cfg.strategy == "parameter_server" and not cfg.model_dir:
         raise UserError("A search under --strategy=parameter_server needs --model_dir: the "
                         "chief reads the searched supernet back from its checkpoint.")
-    # First: MultiWorkerMirroredStrategy must configure collectives before any op runs.
-    strategy = make_strategy(cfg.strategy)
-    chief = is_chief(strategy)
-    keras.utils.set_random_seed(cfg.seed)
-    if data is None:
-        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed,
-                            **cfg.dataset_options)
-    verbose = _progress_verbosity() if verbose is None else verbose
+    run = start_run(cfg, data, verbose)
+    strategy, chief, data, verbose, model_dir = (run.strategy, run.chief, run.data, run.verbose,
+                                                 run.model_dir)
     space = _space(cfg, data)
-    model_dir = Path(cfg.model_dir) if cfg.model_dir else None
-    if model_dir is not None:
-        check_resume(model_dir, CHECKPOINTS, cfg.to_dict(), data, write=chief)
-        if chief:
-            _atomic_write(model_dir / "config.json", finite_json(cfg.to_dict()))
 
     # MTL-NAS trains weights and edges on two halves of the training split. The data order
     # of epoch k is a function of (seed, k): ``epoch`` holds k when the epoch's iterator is
@@ -303,11 +288,11 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
             "child_sharing_params": child.sharing.count_params(),
             "supernet_sharing_params": model.sharing.count_params()}
     if model_dir is not None:
-        _atomic_write(model_dir / "derived_spec.json", derived.to_json())
+        atomic_write(model_dir / "derived_spec.json", derived.to_json())
         _atomic_plot(plots.plot_allocation, method, model_dir / "allocation.png")
         _atomic_plot(plots.plot_graph, derived, model_dir / "derived_graph.png")
         save_model(child, model_dir / "child")
-        _atomic_write(model_dir / "metrics.json", finite_json(
+        atomic_write(model_dir / "metrics.json", finite_json(
             {"child_test": child_metrics, "child_validation": child_validation,
              "supernet_test": supernet_metrics, "cost": cost,
              "search_seconds": search_seconds, "search_epoch_seconds": timer.seconds}))

@@ -215,6 +215,54 @@ def _fetched(value):
     return value.fetch() if hasattr(value, "fetch") else value
 
 
+@dataclasses.dataclass
+class Run:
+    """What :func:`start_run` set up: the strategy, whether this process writes, the data,
+    the progress verbosity and the model dir."""
+
+    strategy: tf.distribute.Strategy
+    chief: bool
+    data: DataSource
+    verbose: int
+    model_dir: Path | None
+
+
+def start_run(cfg, data: DataSource | None, verbose: int | None) -> Run:
+    """The start every run shares (training, search): check ``cfg``, make its strategy,
+    seed, load the data, and in the model dir refuse another run's state (see
+    :func:`~tfmtnas.pipelines.resume.check_resume`) and write ``config.json``.
+
+    Args:
+        cfg: a config with ``to_dict``, ``strategy``, ``seed``, ``dataset``, ``data_dir``,
+            ``dataset_options`` and ``model_dir`` (:class:`TrainConfig`, ``SearchConfig``).
+        data: the loaded data, or None to load ``cfg.dataset``.
+        verbose: Keras verbosity, or None for a progress bar on a terminal, else a line
+            per epoch.
+
+    Example:
+        >>> run = start_run(TrainConfig(dataset="synthetic"), None, 0)  # doctest: +SKIP
+        >>> run.chief, run.model_dir
+        (True, None)
+    """
+    from tfmtnas.distribute import is_chief, make_strategy
+
+    check_finite_config(cfg.to_dict())
+    # First: MultiWorkerMirroredStrategy must configure collectives before any op runs.
+    strategy = make_strategy(cfg.strategy)
+    chief = is_chief(strategy)
+    keras.utils.set_random_seed(cfg.seed)
+    if data is None:
+        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed,
+                            **cfg.dataset_options)
+    model_dir = Path(cfg.model_dir) if cfg.model_dir else None
+    if model_dir is not None:
+        check_resume(model_dir, CHECKPOINTS, cfg.to_dict(), data, write=chief)
+        if chief:
+            atomic_write(model_dir / "config.json", finite_json(cfg.to_dict()))
+    return Run(strategy, chief, data,
+               _progress_verbosity() if verbose is None else verbose, model_dir)
+
+
 def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
                        verbose: int | None = None) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.dataset``, evaluate on validation and test, save outputs.
@@ -231,28 +279,15 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
     evaluates a single-device copy of the model reloaded from what it saved.
     """
     from tfmtnas.distribute import (
-        is_chief,
         is_parameter_server,
-        make_strategy,
         sharded_variables,
         split_global_batches,
         uses_dataset_creator,
     )
 
-    check_finite_config(cfg.to_dict())
-    # First: MultiWorkerMirroredStrategy must configure collectives before any op runs.
-    strategy = make_strategy(cfg.strategy)
-    chief = is_chief(strategy)
-    keras.utils.set_random_seed(cfg.seed)
-    if data is None:
-        data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, seed=cfg.seed,
-                            **cfg.dataset_options)
-    verbose = _progress_verbosity() if verbose is None else verbose
-    model_dir = Path(cfg.model_dir) if cfg.model_dir else None
-    if model_dir is not None:
-        check_resume(model_dir, CHECKPOINTS, cfg.to_dict(), data, write=chief)
-        if chief:
-            _atomic_write(model_dir / "config.json", finite_json(cfg.to_dict()))
+    run = start_run(cfg, data, verbose)
+    strategy, chief, data, verbose, model_dir = (run.strategy, run.chief, run.data, run.verbose,
+                                                 run.model_dir)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
     fit_options = {}
     if uses_dataset_creator(strategy):
@@ -327,11 +362,8 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
             shards = sharded_variables(model)
             if shards:
                 out["sharded_variables"] = shards
-        _atomic_write(model_dir / "metrics.json", finite_json(out))
+        atomic_write(model_dir / "metrics.json", finite_json(out))
     return TrainResult(model, tst, val, seconds)
-
-
-_atomic_write = atomic_write  # the name searching.py imports
 
 
 def save_model(model: MultiTaskModel, model_dir: Path) -> None:
@@ -351,7 +383,7 @@ def save_model(model: MultiTaskModel, model_dir: Path) -> None:
         replace_dir(staged, model_dir / "weights")
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-    _atomic_write(model_dir / "model.json", finite_json(config))
+    atomic_write(model_dir / "model.json", finite_json(config))
 
 
 def load_model(model_dir: str | Path) -> MultiTaskModel:
