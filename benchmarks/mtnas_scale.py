@@ -13,10 +13,13 @@ over queries) needs E + Q logits per block. This prints:
 2. on synthetic data with 8 regression tasks (the MMoE paper's generator, Ma et al. KDD
    2018, extended to T tasks: ``w_k = c (sqrt(p) u_0 + sqrt(1 - p) u_k)`` with orthonormal
    ``u``, so every pair of tasks has correlation p), in one process, side by side: the median
-   wall time of 3 epochs after a warm-up epoch of an MMoE of E experts, and of an MTNAS
+   wall time of 3 epochs after a warm-up epoch (interleaved: one epoch of each model in
+   turn) of an MMoE of E experts, and of an MTNAS
    search epoch (weight step on a training batch + architecture step on a validation
    batch, one pass over the same training rows) of E experts per layer at the same expert
-   and tower widths, with 1 layer (MMoE's depth) and with ``--num_layers``; and the ratios.
+   and tower widths and weight optimizer, with 1 layer (MMoE's depth) and with
+   ``--num_layers``; and the ratios: of the medians, and ("paired") the median over rounds
+   of each epoch over the MMoE epoch run just before it.
 
 Run: ``python benchmarks/mtnas_scale.py`` (when the machine is otherwise idle: the ratio of
 two wall times measured minutes apart on a busy machine is noise).
@@ -29,13 +32,14 @@ import os
 import sys
 
 import numpy as np
-from timing import epoch_times  # benchmarks/ is on sys.path when a script runs
+from timing import EpochTimer  # benchmarks/ is on sys.path when a script runs
 
 from tfmtnas import keras
 from tfmtnas.data import MultiTaskData, split_dataset
 from tfmtnas.data.base import Split
 from tfmtnas.data.sources import search_pairs
 from tfmtnas.features import FeatureSpec, TaskSpec
+from tfmtnas.models.optimizers import make_optimizer
 from tfmtnas.pipelines.searching import SearchConfig
 from tfmtnas.pipelines.training import TrainConfig, build_model
 from tfmtnas.search.methods import ENUMERATED_MAX, make_method, search_space
@@ -84,7 +88,8 @@ def search_model(data, cfg: SearchConfig, experts: int, num_layers: int) -> Sear
                         make_method("mtnas", space, routes="factorised", seed=0),
                         arch_optimizer=keras.optimizers.Adam(cfg.arch_learning_rate),
                         embedding_dim=cfg.embedding_dim, tower_units=cfg.tower_units)
-    model.compile(keras.optimizers.Adam(cfg.learning_rate), jit_compile=cfg.jit_compile)
+    # The weight optimizer of tfmtnas-search (and of the MMoE below).
+    model.compile(make_optimizer(cfg.optimizer, cfg.learning_rate), jit_compile=cfg.jit_compile)
     return model
 
 
@@ -93,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--experts", type=int, default=16)
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--num_layers", type=int, default=2, help="layers of the supernet")
-    parser.add_argument("--num_train", type=int, default=32768)
+    parser.add_argument("--num_train", type=int, default=131072,
+                        help="training rows (128 batches: epochs of seconds, not tenths)")
     parser.add_argument("--num_validation", type=int, default=8192)
     parser.add_argument("--batch_size", type=int, default=1024)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs after warm-up")
@@ -123,22 +129,34 @@ def main(argv: list[str] | None = None) -> None:
     mmoe_cfg = TrainConfig(model="mmoe", expert_units=cfg.expert_units,
                            num_experts=args.experts, tower_units=cfg.tower_units,
                            embedding_dim=cfg.embedding_dim, learning_rate=cfg.learning_rate,
-                           jit_compile=cfg.jit_compile)
-    rows = [("MMoE", epoch_times(build_model(data, mmoe_cfg), train, args.epochs))]
+                           optimizer=cfg.optimizer, jit_compile=cfg.jit_compile)
     pairs, _ = search_pairs(data, False, args.batch_size, seed=0)
+    runs = [("MMoE", build_model(data, mmoe_cfg), train)]
     for layers in sorted({1, args.num_layers}):
-        model = search_model(data, cfg, args.experts, layers)
-        rows.append((f"MTNAS search, {layers} layer{'s' * (layers > 1)}",
-                     epoch_times(model, pairs, args.epochs)))
+        runs.append((f"MTNAS search, {layers} layer{'s' * (layers > 1)}",
+                     search_model(data, cfg, args.experts, layers), pairs))
+    # Interleaved: one epoch of each model in turn, so that a slow spell of the machine
+    # falls on every model alike rather than on whichever ran then. Each first epoch is the
+    # warm-up (tracing, XLA compile).
+    times: dict[str, list[float]] = {name: [] for name, _, _ in runs}
+    for _ in range(args.epochs + 1):
+        for name, model, ds in runs:
+            timer = EpochTimer()
+            model.fit(ds, epochs=1, verbose=0, callbacks=[timer])
+            times[name] += timer.times
+    rows = [(name, t[1:]) for name, t in times.items()]
     print(f"\n{args.experts} experts x {args.tasks} tasks, experts {cfg.expert_units}, towers "
           f"{cfg.tower_units}, {args.num_train:,} training rows, batch {args.batch_size}; "
           f"median of {args.epochs} epochs after a warm-up")
-    mmoe = float(np.median(rows[0][1]))
-    print(f"{'model':<24} {'epoch s (median)':>16} {'epochs s':>24} {'/ MMoE epoch':>12}")
-    for name, times in rows:
-        median = float(np.median(times))
-        print(f"{name:<24} {median:>16.3f} {' '.join(f'{t:.3f}' for t in times):>24} "
-              f"{median / mmoe:>12.2f}")
+    mmoe = np.array(rows[0][1])
+    print(f"{'model':<24} {'epoch s (median)':>16} {'epochs s':>24} {'/ MMoE epoch':>12} "
+          f"{'paired':>7}")
+    for name, seconds in rows:
+        median = float(np.median(seconds))
+        # Median over rounds of this model's epoch / the MMoE epoch just before it.
+        paired = float(np.median(np.array(seconds) / mmoe))
+        print(f"{name:<24} {median:>16.3f} {' '.join(f'{t:.3f}' for t in seconds):>24} "
+              f"{median / float(np.median(mmoe)):>12.2f} {paired:>7.2f}")
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
