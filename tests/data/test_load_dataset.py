@@ -28,10 +28,11 @@ def test_dispatch_census_reads_data_dir(tmp_path):
 
 def test_unknown_name_lists_valid_names():
     with pytest.raises(ValueError, match=r"Unknown dataset 'movielens-1m'; valid names: "
-                                         r"\['census', 'csv', 'movielens', 'prepared', "
-                                         r"'synthetic'\]"):
+                                         r"\['census', 'csv', 'mnist', 'movielens', "
+                                         r"'prepared', 'synthetic'\]"):
         data_lib.load_dataset("movielens-1m")
-    assert data_lib.dataset_names() == ["census", "csv", "movielens", "prepared", "synthetic"]
+    assert data_lib.dataset_names() == ["census", "csv", "mnist", "movielens", "prepared",
+                                        "synthetic"]
 
 
 def test_generated_and_csv_datasets_reject_data_dir(tmp_path):

@@ -9,6 +9,8 @@
 - ``"csv"``: your own delimited file(s) (:func:`load_csv_dataset`);
 - ``"movielens"``: MovieLens 100K, tasks rating and liked, split by time
   (:func:`load_movielens`);
+- ``"mnist"``: MNIST task sets on MNIST-5k, e.g. the Gumbel-matrix paper's four 10-way
+  digit tasks on upright and rotated images (:func:`load_mnist`);
 - ``"prepared"``: a folder written by ``tfmtnas-prepare``, streamed from disk instead of
   loaded (:func:`load_prepared`; ``data_dir`` is the folder).
 
@@ -27,6 +29,7 @@ from tfmtnas.data.base import DataError, MultiTaskData, Split
 from tfmtnas.data.census import load_census
 from tfmtnas.data.csv import load_csv_dataset, read_csv
 from tfmtnas.data.fetch import cache_dir, fetch_package_file
+from tfmtnas.data.mnist import load_mnist
 from tfmtnas.data.movielens import load_movielens
 from tfmtnas.data.sources import DataSource, num_rows, split_dataset
 from tfmtnas.data.stream import PreparedData, load_prepared
@@ -40,6 +43,10 @@ def _census(data_dir, seed, **kwargs):
 
 def _movielens(data_dir, seed, **kwargs):
     return load_movielens(data_dir=data_dir, seed=seed, **kwargs)
+
+
+def _mnist(data_dir, seed, **kwargs):
+    return load_mnist(data_dir=data_dir, seed=seed, **kwargs)
 
 
 def _synthetic(data_dir, seed, **kwargs):
@@ -72,6 +79,7 @@ _LOADERS: dict[str, Callable[..., DataSource]] = {
     "synthetic": _synthetic,
     "csv": _csv,
     "movielens": _movielens,
+    "mnist": _mnist,
     "prepared": _prepared,
 }
 
@@ -86,10 +94,10 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, seed: int
     """Load a dataset by name.
 
     Args:
-        name: one of :func:`dataset_names` (``"census"``, ``"csv"``, ``"movielens"``,
-            ``"synthetic"``).
-        data_dir: folder of raw files for datasets that read files (census, movielens; None
-            fetches them into the cache), or the prepared folder (prepared).
+        name: one of :func:`dataset_names` (``"census"``, ``"csv"``, ``"mnist"``,
+            ``"movielens"``, ``"synthetic"``, ``"prepared"``).
+        data_dir: folder of raw files for datasets that read files (census, movielens,
+            mnist; None fetches them into the cache), or the prepared folder (prepared).
         seed: seed of every random split or generator. Default 0.
         **kwargs: passed to the loader, e.g. ``correlation=0.9`` for ``"synthetic"`` or
             ``train_path=..., label_columns=...`` for ``"csv"``.
@@ -115,6 +123,7 @@ __all__ = [
     "fetch_package_file",
     "load_census",
     "load_csv_dataset",
+    "load_mnist",
     "load_dataset",
     "load_movielens",
     "load_prepared",

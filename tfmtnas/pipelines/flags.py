@@ -22,7 +22,7 @@ from absl import flags
 from tfmtnas.errors import UserError
 from tfmtnas.models import OPTIMIZERS, SHARING_KINDS
 
-DATASETS = ("census", "movielens", "synthetic", "csv", "prepared")
+DATASETS = ("census", "movielens", "mnist", "synthetic", "csv", "prepared")
 FLAGS = flags.FLAGS
 
 
