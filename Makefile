@@ -28,8 +28,21 @@ test-slow: install
 	$(PY) -m pytest -q -m slow
 
 # Benchmarks: each prints its command and what it measured (results in docs/results.md).
-bench: install
+# `make bench` compares with DeepCTR 0.9.4, installed for benchmarks only (the bench extra).
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e ".[bench]"
+	touch $(BENCH_STAMP)
+
+.PHONY: bench-deepctr bench-profile
+bench-deepctr: $(BENCH_STAMP)
+
+bench: bench-deepctr
 	$(PY) benchmarks/throughput.py
+
+# A TensorBoard profiler trace of wide training steps and where a step's time goes.
+bench-profile: install
+	$(PY) benchmarks/profile_step.py
 
 bench-census: install
 	$(PY) benchmarks/study.py --dataset=census --seeds=0,1,2
@@ -81,6 +94,12 @@ bench-tune: install
 # RSS of one tfmtnas-tune process over 50 tiny trials (target: growth <= 200 MB).
 bench-tune-memory: install
 	$(PY) benchmarks/tune_memory.py --trials=50
+
+# MTNAS at 4/8/16 experts x 8 tasks: architecture size (enumerated and factorised routes) and
+# search epoch against an MMoE epoch at 16 experts.
+.PHONY: bench-mtnas-scale
+bench-mtnas-scale: install
+	$(PY) benchmarks/mtnas_scale.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
