@@ -104,8 +104,12 @@ def derive_child(search_model, inherit: bool = True) -> MultiTaskModel:
         inherit: copy the supernet's weights (embedding, experts, gates, towers) into the
             child; ``False`` leaves it freshly initialised for retraining from scratch.
     """
-    fixed = search_model.method.derive()
-    network = RoutingNetwork(fixed, name="child")
+    method = search_model.method
+    fixed = method.derive()
+    if hasattr(method, "child_network"):  # a method with a space of its own (streams)
+        network = method.child_network(fixed, name="child")
+    else:
+        network = RoutingNetwork(fixed, name="child")
     child = MultiTaskModel(search_model.spec, search_model.tasks, sharing=network,
                            embedding_dim=search_model.embedding_dim,
                            tower_units=search_model.tower_units)
@@ -113,5 +117,6 @@ def derive_child(search_model, inherit: bool = True) -> MultiTaskModel:
     if inherit:
         child.embedding.set_weights(search_model.embedding.get_weights())
         child.towers.set_weights(search_model.towers.get_weights())
-        inherit_network(network, search_model.sharing)
+        copy_weights = getattr(method, "inherit", inherit_network)
+        copy_weights(network, search_model.sharing)
     return child
