@@ -27,10 +27,12 @@ Run: ``python benchmarks/throughput.py`` (``make bench``); ``--config=census`` o
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 
+import keras2_first  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow, for DeepCTR)
 import numpy as np
 import tensorflow as tf
 from timing import epoch_times  # benchmarks/ is on sys.path when a script runs
@@ -48,6 +50,9 @@ CONFIGS = {
 }
 
 
+TASKS = ("t0", "t1")
+
+
 def make_spec(cfg: dict, census_vocab_sizes: list[int]) -> FeatureSpec:
     sizes = census_vocab_sizes if cfg["vocab"] is None else [cfg["vocab"]] * cfg["num_cat"]
     cats = [CategoricalFeature(f"c{i}", hash_bins=s) for i, s in enumerate(sizes)]
@@ -60,7 +65,7 @@ def make_data(spec: FeatureSpec, n: int, batch: int, seed: int = 0) -> tf.data.D
     ids = np.stack([rng.integers(0, f.size, n) + off
                     for f, off in zip(spec.categorical, spec.offsets)], 1).astype("int32")
     num = rng.normal(size=(n, len(spec.numeric))).astype("float32")
-    labels = {t: (rng.random(n) < 0.3).astype("float32") for t in ("t0", "t1")}
+    labels = {t: (rng.random(n) < 0.3).astype("float32") for t in TASKS}
     ds = tf.data.Dataset.from_tensor_slices(({"categorical": ids, "numeric": num}, labels))
     return ds.batch(batch, drop_remainder=True).cache().prefetch(tf.data.AUTOTUNE)
 
@@ -82,7 +87,7 @@ def keras_mmoe(spec: FeatureSpec, cfg: dict) -> keras.Model:
         experts.append(h)
     stacked = keras.layers.Lambda(lambda hs: tf.stack(hs, axis=1))(experts)
     outputs = {}
-    for t in ("t0", "t1"):
+    for t in TASKS:
         gate = keras.layers.Dense(cfg["experts"], activation="softmax")(x)
         mixed = keras.layers.Lambda(lambda a: tf.einsum("be,beh->bh", a[0], a[1]))(
             [gate, stacked])
@@ -97,35 +102,80 @@ def keras_mmoe(spec: FeatureSpec, cfg: dict) -> keras.Model:
     return model
 
 
-def ours(spec: FeatureSpec, cfg: dict, bfloat16: bool = False,
-         optimizer: str = "lazy_adam") -> MultiTaskModel:
-    """Our MMoE: float32 with the XLA core, or mixed_bfloat16 without XLA."""
+def deepctr_model(kind: str, spec: FeatureSpec, cfg: dict) -> keras.Model:
+    """DeepCTR 0.9.4's ``MMOE`` or ``PLE`` at the configuration's sizes, float32, tf-keras Adam.
+
+    DeepCTR's defaults otherwise (its embedding L2 of 1e-5 included: with any value, 0 too,
+    its Embedding layers carry an L2 regularizer, so the table's gradient is dense). PLE
+    has, like ours, 1 expert per task and 2 shared experts per level, 2 levels. Compiled as
+    DeepCTR's examples do, with a binary cross-entropy per task and no metric beyond the
+    losses, without XLA (tf-keras' CPU default).
+    """
+    try:
+        from deepctr.feature_column import DenseFeat, SparseFeat
+        from deepctr.models import MMOE, PLE
+    except ImportError as err:  # an extra for benchmarks only
+        raise SystemExit(f"DeepCTR is not installed ({err}); run `make bench-deepctr`.") from err
+    columns = ([SparseFeat(f"c{i}", vocabulary_size=f.size, embedding_dim=cfg["dim"])
+                for i, f in enumerate(spec.categorical)]
+               + [DenseFeat(f"n{i}", 1) for i in range(len(spec.numeric))])
+    common = dict(tower_dnn_hidden_units=tuple(cfg["tower"]), task_types=("binary", "binary"),
+                  task_names=TASKS, seed=0)
+    if kind == "mmoe":
+        model = MMOE(columns, num_experts=cfg["experts"],
+                     expert_dnn_hidden_units=tuple(cfg["units"]), **common)
+    else:
+        model = PLE(columns, shared_expert_num=2, specific_expert_num=1, num_levels=2,
+                    expert_dnn_hidden_units=tuple(cfg["units"]), **common)
+    model.compile(keras.optimizers.Adam(1e-3),
+                  loss={t: "binary_crossentropy" for t in TASKS})
+    return model
+
+
+def deepctr_data(spec: FeatureSpec, ds: tf.data.Dataset) -> tf.data.Dataset:
+    """The same cached batches in DeepCTR's layout: one ``[B, 1]`` input per feature."""
+    offsets = tf.constant(spec.offsets, tf.int32)
+
+    def split(features, labels):
+        ids = features["categorical"] - offsets
+        out = {f"c{i}": ids[:, i:i + 1] for i in range(len(spec.categorical))}
+        out.update({f"n{i}": features["numeric"][:, i:i + 1]
+                    for i in range(len(spec.numeric))})
+        return out, labels
+
+    return ds.map(split).cache().prefetch(tf.data.AUTOTUNE)
+
+
+def ours(spec: FeatureSpec, cfg: dict, kind: str = "mmoe", bfloat16: bool = False,
+         optimizer: str | keras.optimizers.Optimizer = "lazy_adam",
+         **compile_kwargs) -> MultiTaskModel:
+    """Our MMoE or PLE with ``MultiTaskModel``'s defaults, in float32 or ``mixed_bfloat16``;
+    ``compile_kwargs`` override the defaults of ``compile``."""
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if bfloat16 else "float32")
     try:
-        model = MultiTaskModel(spec, [TaskSpec("t0"), TaskSpec("t1")],
-                               sharing={"kind": "mmoe", "num_experts": cfg["experts"],
-                                        "expert_units": list(cfg["units"])},
+        sharing = ({"kind": "mmoe", "num_experts": cfg["experts"]} if kind == "mmoe"
+                   else {"kind": "ple", "num_task_experts": 1, "num_shared_experts": 2,
+                         "num_levels": 2})
+        model = MultiTaskModel(spec, [TaskSpec(t) for t in TASKS],
+                               sharing={**sharing, "expert_units": list(cfg["units"])},
                                embedding_dim=cfg["dim"], tower_units=cfg["tower"])
-        model.compile(make_optimizer(optimizer, 1e-3), jit_compile=not bfloat16)
+        if isinstance(optimizer, str):
+            optimizer = make_optimizer(optimizer, 1e-3)
+        model.compile(optimizer, **compile_kwargs)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     return model
 
 
-def train_flops_per_example(spec: FeatureSpec, cfg: dict) -> float:
-    """Matmul FLOPs of one training example: forward 2*m*n per dense, backward twice that."""
-    d = len(spec.categorical) * cfg["dim"] + len(spec.numeric)
-    fwd, prev = 0, d
-    for u in cfg["units"]:
-        fwd += cfg["experts"] * 2 * prev * u
-        prev = u
-    fwd += 2 * 2 * d * cfg["experts"]  # two gates
-    t_prev = prev
-    for u in cfg["tower"]:
-        fwd += 2 * 2 * t_prev * u
-        t_prev = u
-    fwd += 2 * 2 * t_prev
-    return 3.0 * fwd
+def train_flops_per_example(model: keras.Model) -> float:
+    """Matmul FLOPs of one training example: 2 per kernel weight forward, twice that backward.
+
+    Every kernel (rank >= 2, embedding tables excluded) multiplies each example once; the
+    backward pass computes the input and the weight gradient of each, hence 3 x forward.
+    """
+    kernels = [v for v in model.trainable_variables
+               if v.shape.rank >= 2 and "emb" not in v.name]
+    return 3.0 * 2.0 * sum(v.shape.num_elements() for v in kernels)
 
 
 def expert_matmul_flops(spec: FeatureSpec, cfg: dict, dtype: tf.DType = tf.float32,
@@ -159,34 +209,121 @@ def census_vocab_sizes() -> list[int]:
         return [50] * 35
 
 
-def run(config: str, epochs: int) -> dict:
+LABELS = {
+    "keras_mmoe": "tf.keras Functional MMoE (float32)",
+    "deepctr_mmoe": "DeepCTR 0.9.4 MMOE (float32)",
+    "deepctr_ple": "DeepCTR 0.9.4 PLE (float32)",
+    "ours_mmoe": "tfmtnas MMoE (float32, defaults)",
+    "ours_ple": "tfmtnas PLE (float32, defaults)",
+    "ours_mmoe_bf16": "tfmtnas MMoE (mixed_bfloat16)",
+    "ours_ple_bf16": "tfmtnas PLE (mixed_bfloat16)",
+}
+"""Every model the benchmark can time, by ``--models`` name."""
+
+REFERENCE = {"keras_mmoe": "keras_mmoe", "deepctr_mmoe": "deepctr_mmoe",
+             "deepctr_ple": "deepctr_ple", "ours_mmoe": "deepctr_mmoe",
+             "ours_ple": "deepctr_ple", "ours_mmoe_bf16": "deepctr_mmoe",
+             "ours_ple_bf16": "deepctr_ple"}
+"""What each model's ratio is taken against (ours: DeepCTR's model of the same kind)."""
+
+
+def build(name: str, spec: FeatureSpec, cfg: dict) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    if name == "keras_mmoe":
+        return keras_mmoe(spec, cfg)
+    if name.startswith("deepctr_"):
+        return deepctr_model(name.split("_")[1], spec, cfg)
+    return ours(spec, cfg, name.split("_")[1], bfloat16=name.endswith("_bf16"))
+
+
+def interleaved_epochs(models: dict, data: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds per epoch of each model: a warm-up epoch each, then ``rounds`` rounds of one
+    epoch of every model in turn, so a slow spell of a shared machine hits all alike."""
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for name, model in models.items():
+        model.fit(data[name], epochs=1, verbose=0)
+    for _ in range(rounds):
+        for name, model in models.items():
+            times[name].extend(epoch_times(model, data[name], 1, warmup=False))
+    return times
+
+
+def run(config: str, epochs: int, names: list[str]) -> dict:
     cfg = CONFIGS[config]
     spec = make_spec(cfg, census_vocab_sizes() if cfg["vocab"] is None else [])
     ds = make_data(spec, cfg["examples"], cfg["batch"])
     n = (cfg["examples"] // cfg["batch"]) * cfg["batch"]
-    keras.utils.set_random_seed(0)
-    base_t = statistics.median(epoch_times(keras_mmoe(spec, cfg), ds, epochs))
-    keras.utils.set_random_seed(0)
-    our_t = statistics.median(epoch_times(ours(spec, cfg), ds, epochs))
-    keras.utils.set_random_seed(0)
-    bf16_t = statistics.median(epoch_times(ours(spec, cfg, bfloat16=True), ds, epochs))
-    res = {"config": config, "baseline_ex_s": n / base_t, "ours_ex_s": n / our_t,
-           "speedup": base_t / our_t, "ours_bf16_ex_s": n / bf16_t,
-           "speedup_bf16": base_t / bf16_t}
-    print(f"[{config}] batch {cfg['batch']}, {n} examples/epoch, median of {epochs} epochs")
-    print(f"  tf.keras Functional MMoE (float32, no XLA):  {res['baseline_ex_s']:,.0f} examples/s")
-    print(f"  tfmtnas MMoE (float32, batched, XLA core):   {res['ours_ex_s']:,.0f} examples/s"
-          f"  speedup {res['speedup']:.2f}x")
-    print(f"  tfmtnas MMoE (mixed_bfloat16, batched):      {res['ours_bf16_ex_s']:,.0f} "
-          f"examples/s  speedup {res['speedup_bf16']:.2f}x")
-    if config == "wide":
-        flops = train_flops_per_example(spec, cfg)
-        for key, dtype in (("ours_ex_s", tf.float32), ("ours_bf16_ex_s", tf.bfloat16)):
-            achieved = flops * res[key]
-            peak = expert_matmul_flops(spec, cfg, dtype)
-            res[f"flops_ratio_{dtype.name}"] = achieved / peak
-            print(f"  {dtype.name}: achieved {achieved / 1e9:.1f} GFLOP/s; expert-shaped "
-                  f"batched matmul {peak / 1e9:.1f} GFLOP/s; ratio {achieved / peak:.2f}")
+    models = {name: build(name, spec, cfg) for name in names}
+    data = {name: deepctr_data(spec, ds) if name.startswith("deepctr_") else ds
+            for name in names}
+    load = os.getloadavg()
+    times = interleaved_epochs(models, data, epochs)
+    load_after = os.getloadavg()
+    res: dict = {"config": config}
+    print(f"[{config}] batch {cfg['batch']}, {n} examples/epoch, median of {epochs} interleaved "
+          f"epochs after a warm-up; load average {load[0]:.2f} before, {load_after[0]:.2f} "
+          f"after")
+    peaks = {}
+    for name in names:
+        t = statistics.median(times[name])
+        res[f"{name}_ex_s"] = n / t
+        line = f"  {LABELS[name]:<38} {n / t:>10,.0f} examples/s"
+        ref = REFERENCE[name]
+        if ref != name and ref in times:
+            # Paired per round: this model's epoch against the reference's epoch of that round.
+            ratio = statistics.median(r / m for m, r in zip(times[name], times[ref]))
+            res[f"{name}_vs_{ref}"] = ratio
+            line += f"  {ratio:.2f}x {ref}"
+        dtype = tf.bfloat16 if name.endswith("_bf16") else tf.float32
+        if dtype not in peaks:
+            peaks[dtype] = expert_matmul_flops(spec, cfg, dtype)
+        achieved = train_flops_per_example(models[name]) * n / t
+        res[f"{name}_flops_ratio"] = achieved / peaks[dtype]
+        line += (f"  {achieved / 1e9:.1f} GFLOP/s = {achieved / peaks[dtype]:.2f} of the "
+                 f"{dtype.name} expert matmul")
+        print(line, flush=True)
+    print("  expert-shaped batched matmul: " + ", ".join(
+        f"{d.name} {p / 1e9:.1f} GFLOP/s" for d, p in peaks.items()), flush=True)
+    return res
+
+
+ABLATION = {
+    "defaults": {},
+    "LazyAdam rows form, unfused (before)": {"optimizer": {"masked_rows_per_id": 0,
+                                                           "fuse_dense": False}},
+    "no XLA core": {"compile": {"jit_compile": False}},
+    "steps_per_execution=8": {"compile": {"steps_per_execution": 8}},
+    "mixed_bfloat16, XLA core": {"bfloat16": True, "compile": {"jit_compile": True}},
+    "mixed_bfloat16, no XLA core": {"bfloat16": True, "compile": {"jit_compile": False}},
+}
+"""Variants of our float32 MMoE timed against its defaults by ``--ablation``."""
+
+
+def ablation(config: str, epochs: int, kind: str = "mmoe") -> dict:
+    """Each :data:`ABLATION` variant of our model, interleaved; ratios to the defaults."""
+    from tfmtnas.models import LazyAdam
+
+    cfg = CONFIGS[config]
+    spec = make_spec(cfg, census_vocab_sizes() if cfg["vocab"] is None else [])
+    ds = make_data(spec, cfg["examples"], cfg["batch"])
+    n = (cfg["examples"] // cfg["batch"]) * cfg["batch"]
+    models = {}
+    for name, v in ABLATION.items():
+        keras.utils.set_random_seed(0)
+        models[name] = ours(spec, cfg, kind, bfloat16=v.get("bfloat16", False),
+                            optimizer=LazyAdam(1e-3, **v.get("optimizer", {})),
+                            **v.get("compile", {}))
+    load = os.getloadavg()[0]
+    times = interleaved_epochs(models, {name: ds for name in models}, epochs)
+    print(f"[{config}, {kind} ablation] batch {cfg['batch']}, {n} examples/epoch, median of "
+          f"{epochs} interleaved epochs; load average {load:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after")
+    res = {}
+    for name in models:
+        ratio = statistics.median(d / m for m, d in zip(times[name], times["defaults"]))
+        res[name] = (n / statistics.median(times[name]), ratio)
+        print(f"  {name:<40} {res[name][0]:>10,.0f} examples/s  {ratio:.2f}x defaults",
+              flush=True)
     return res
 
 
@@ -215,19 +352,28 @@ def vocab_scan(vocabs: list[int], epochs: int, optimizers: list[str]) -> dict:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", choices=[*CONFIGS, "all"], default="all")
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after warm-up)")
+    parser.add_argument("--epochs", type=int, default=5,
+                        help="timed epochs of each model (interleaved, after a warm-up)")
+    parser.add_argument("--models", default=",".join(LABELS),
+                        help=f"comma-separated, of: {', '.join(LABELS)}")
     parser.add_argument("--vocab_scan", default=None,
                         help="comma-separated ids per feature: run the vocabulary scan instead")
     parser.add_argument("--optimizers", default="lazy_adam,adam",
                         help="weight optimizers of the vocabulary scan")
+    parser.add_argument("--ablation", default=None, choices=["mmoe", "ple"],
+                        help="time the ABLATION variants of our model instead")
     args = parser.parse_args(argv)
-    print("command:", " ".join(["python", *sys.argv]))
+    print("command:", " ".join(["python", *sys.argv]), flush=True)
+    if args.ablation:
+        for name in CONFIGS if args.config == "all" else [args.config]:
+            ablation(name, args.epochs, args.ablation)
+        return
     if args.vocab_scan:
         vocab_scan([int(v) for v in args.vocab_scan.split(",")], args.epochs,
                    args.optimizers.split(","))
         return
     for name in CONFIGS if args.config == "all" else [args.config]:
-        run(name, args.epochs)
+        run(name, args.epochs, [m for m in args.models.split(",") if m])
 
 
 if __name__ == "__main__":

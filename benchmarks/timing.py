@@ -21,11 +21,12 @@ class EpochTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._t)
 
 
-def epoch_times(model: keras.Model, ds, epochs: int) -> list[float]:
-    """Seconds of ``epochs`` timed epochs, after one warm-up epoch (tracing, XLA compile)."""
+def epoch_times(model: keras.Model, ds, epochs: int, warmup: bool = True) -> list[float]:
+    """Seconds of ``epochs`` timed epochs, after one warm-up epoch (tracing, XLA compile)
+    unless ``warmup`` is False (the model has trained before)."""
     timer = EpochTimer()
-    model.fit(ds, epochs=epochs + 1, verbose=0, callbacks=[timer])
-    return timer.times[1:]
+    model.fit(ds, epochs=epochs + int(warmup), verbose=0, callbacks=[timer])
+    return timer.times[int(warmup):]
 
 
 def median_epoch(model: keras.Model, ds, epochs: int) -> float:
