@@ -47,7 +47,8 @@ import tensorflow as tf
 from tfmtnas import keras
 from tfmtnas.errors import DataError, MissingFileError, UserError
 
-TASK_KINDS = ("binary", "regression")
+TASK_KINDS = ("binary", "regression", "multiclass")
+DEFAULT_TOP_K = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,19 +259,106 @@ class TaskSpec:
 
     Args:
         name: task name; also the label key and the output name.
-        kind: ``"binary"`` (cross-entropy, AUC, probability output) or ``"regression"``
-            (mean squared error, RMSE, value output).
+        kind: ``"binary"`` (cross-entropy, AUC, probability output), ``"regression"``
+            (mean squared error, RMSE, value output) or ``"multiclass"`` (softmax
+            cross-entropy, accuracy and top-k accuracy, one probability per class). The
+            text form ``"multiclass:K"`` sets ``num_classes`` too.
         weight: weight of this task's loss in the total loss.
+        num_classes: number of classes ``K`` of a multiclass task (>= 2); its labels are
+            the class ids ``0 .. K-1``. None for the other kinds.
+        top_k: ``k`` of a multiclass task's top-k accuracy; default 5 when ``K > 5``, else
+            no top-k metric. Must be in ``[1, K)``.
+
+    Raises:
+        UserError: an unknown kind, or ``num_classes``/``top_k`` missing, out of range or
+            given to a kind that has no classes.
+
+    Example:
+        >>> task = TaskSpec("digit", "multiclass:10")
+        >>> task.kind, task.num_classes, task.top_k, task.width, task.kind_text
+        ('multiclass', 10, 5, 10, 'multiclass:10')
+        >>> TaskSpec("click").width
+        1
     """
 
     name: str
     kind: str = "binary"
     weight: float = 1.0
+    num_classes: int | None = None
+    top_k: int | None = None
 
     def __post_init__(self):
+        kind, sep, classes = str(self.kind).partition(":")
+        if sep and kind == "multiclass":
+            if self.num_classes is not None and str(self.num_classes) != classes:
+                raise UserError(f"Task {self.name!r}: kind {self.kind!r} and num_classes="
+                                f"{self.num_classes} disagree; give the classes once.")
+            if not classes.isdigit():
+                raise UserError(f"Task {self.name!r}: a multiclass kind is multiclass:K with "
+                                f"K the number of classes, got {self.kind!r}.")
+            object.__setattr__(self, "kind", kind)
+            object.__setattr__(self, "num_classes", int(classes))
         if self.kind not in TASK_KINDS:
-            raise UserError(f"Task {self.name!r}: kind must be one of {TASK_KINDS}, "
-                            f"got {self.kind!r}.")
+            raise UserError(f"Task {self.name!r}: kind must be one of binary, regression or "
+                            f"multiclass:K (K classes), got {self.kind!r}.")
+        if self.kind != "multiclass":
+            if self.num_classes is not None or self.top_k is not None:
+                raise UserError(f"Task {self.name!r}: num_classes and top_k are for "
+                                f"multiclass tasks, not {self.kind!r} ones.")
+            return
+        if (self.num_classes is None or isinstance(self.num_classes, bool)
+                or int(self.num_classes) != self.num_classes or self.num_classes < 2):
+            raise UserError(f"Task {self.name!r}: a multiclass task needs num_classes >= 2 "
+                            f"(kind 'multiclass:K'), got {self.num_classes!r}.")
+        object.__setattr__(self, "num_classes", int(self.num_classes))
+        top_k = self.top_k
+        if top_k is None and self.num_classes > DEFAULT_TOP_K:
+            top_k = DEFAULT_TOP_K
+        if top_k is not None and not (isinstance(top_k, int) and 1 <= top_k < self.num_classes):
+            raise UserError(f"Task {self.name!r}: top_k must be an integer in [1, "
+                            f"{self.num_classes}) (below num_classes), got {top_k!r}.")
+        object.__setattr__(self, "top_k", top_k)
+
+    @property
+    def width(self) -> int:
+        """Outputs of the task's tower: ``num_classes`` logits for multiclass, else 1."""
+        return self.num_classes if self.kind == "multiclass" else 1
+
+    @property
+    def kind_text(self) -> str:
+        """The kind as flags and ``label_columns`` write it: ``"multiclass:10"``, ``"binary"``."""
+        return f"multiclass:{self.num_classes}" if self.kind == "multiclass" else self.kind
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The task's quality metrics, as training logs and evaluations name them.
+
+        ``<task>_auc`` (binary), ``<task>_rmse`` (regression), ``<task>_accuracy`` and
+        ``<task>_top<k>_accuracy`` (multiclass, the latter with a ``top_k``). The first is
+        the one a study ranks the task by.
+
+        Example:
+            >>> TaskSpec("digit", "multiclass:10").metric_names
+            ['digit_accuracy', 'digit_top5_accuracy']
+        """
+        if self.kind == "binary":
+            return [f"{self.name}_auc"]
+        if self.kind == "regression":
+            return [f"{self.name}_rmse"]
+        top = [] if self.top_k is None else [f"{self.name}_top{self.top_k}_accuracy"]
+        return [f"{self.name}_accuracy", *top]
+
+    def to_dict(self) -> dict:
+        """The JSON form; the class fields appear only for multiclass tasks.
+
+        Example:
+            >>> TaskSpec("click").to_dict()
+            {'name': 'click', 'kind': 'binary', 'weight': 1.0}
+        """
+        out = {"name": self.name, "kind": self.kind, "weight": self.weight}
+        if self.kind == "multiclass":
+            out.update(num_classes=self.num_classes, top_k=self.top_k)
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,10 +36,15 @@ def test_layout_and_metadata(exported, tiny):
     assert meta.tasks == tiny.tasks
     assert meta.model_class == "MultiTaskModel"
     assert meta.extra == {"note": "test export"}
+    details = {"click": {"kind": "binary", "shape": [None],
+                         "value": "probability of the positive label (1)"},
+               "watch_time": {"kind": "regression", "shape": [None],
+                              "value": "predicted value"}}
     assert meta.signatures == {
         "serving_default": {"inputs": ["color", "item", "price", "age"],
-                            "outputs": ["click", "watch_time"]},
-        "predict_examples": {"inputs": ["examples"], "outputs": ["click", "watch_time"]}}
+                            "outputs": ["click", "watch_time"], "output_details": details},
+        "predict_examples": {"inputs": ["examples"], "outputs": ["click", "watch_time"],
+                             "output_details": details}}
     raw = json.loads((exported.path / METADATA_FILE).read_text())
     assert raw["format"] == 1 and raw["tfmtnas_version"]
 

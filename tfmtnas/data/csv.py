@@ -271,6 +271,17 @@ def as_tasks(label_columns: Mapping[str, str | TaskSpec]) -> tuple[TaskSpec, ...
     return tuple(tasks)
 
 
+def multiclass_expects(column: str, num_classes: int) -> str:
+    """What a cell of a multiclass label column may hold, for error messages.
+
+    Example:
+        >>> multiclass_expects("digit", 10)
+        "multiclass label column 'digit' expects a class id 0..9 (an integer) or empty"
+    """
+    return (f"multiclass label column {column!r} expects a class id 0..{num_classes - 1} "
+            f"(an integer) or empty")
+
+
 def check_fractions(validation_fraction: float, test_fraction: float,
                     together: bool = True) -> None:
     """Each fraction in [0, 1) and, when both cut the same rows (``together``), their sum < 1.
@@ -339,6 +350,12 @@ def _read_split(path, tasks, categorical, numeric, sep, header, names, nonfinite
                 i = int(np.argmax(bad))
                 raise DataError(f"{path}:{lines[i]}: binary label column {task.name!r} "
                                 f"expects 0, 1 or empty, got {y[i]:g}")
+        elif task.kind == "multiclass":
+            bad = ~np.isnan(y) & ((y != np.round(y)) | (y < 0) | (y >= task.num_classes))
+            if bad.any():
+                i = int(np.argmax(bad))
+                expects = multiclass_expects(task.name, task.num_classes)
+                raise DataError(f"{path}:{lines[i]}: {expects}, got {y[i]:g}")
         labels[task.name] = y.astype(np.float32)
     return Split({c: cols[c] for c in [*categorical, *numeric]}, labels)
 
@@ -416,7 +433,8 @@ def load_csv_dataset(
     """A multi-task dataset from your own delimited file(s).
 
     Labels are read as float32; an empty label cell is NaN, a missing label that training
-    masks out of that task's loss. Binary labels must be 0 or 1; ``nan``, ``inf`` or a number
+    masks out of that task's loss. Binary labels must be 0 or 1, multiclass labels class ids
+    ``0 .. K-1`` (``"2"`` or ``"2.0"``); ``nan``, ``inf`` or a number
     beyond float32's range in a label is an error naming file, line and field. The feature
     spec is fitted on the training split only.
 
@@ -433,8 +451,9 @@ def load_csv_dataset(
     Args:
         train_path: the (training) file.
         test_path: an optional separate test file with the same columns.
-        label_columns: label column -> task kind (``"binary"`` or ``"regression"``), or a
-            :class:`TaskSpec` named like the column.
+        label_columns: label column -> task kind (``"binary"``, ``"regression"`` or
+            ``"multiclass:K"`` for ``K`` classes), or a :class:`TaskSpec` named like the
+            column.
         categorical: categorical feature columns. Default None: every column that is not
             a label and not numeric.
         numeric: numeric feature columns (float; an empty cell is an error).

@@ -58,6 +58,8 @@ def _libraries() -> tuple[ctypes.CDLL, ctypes.CDLL]:
                     "TF_DeleteBuffer": ([ctypes.POINTER(_Buffer)], None),
                     "TF_AllocateTensor": ([ctypes.c_int, i64p, ctypes.c_int, sz], vp),
                     "TF_TensorData": ([vp], vp), "TF_TensorByteSize": ([vp], sz),
+                    "TF_NumDims": ([vp], ctypes.c_int),
+                    "TF_Dim": ([vp, ctypes.c_int], ctypes.c_int64),
                     "TF_DeleteTensor": ([vp], None)},
         cc: {"TF_NewGraph": ([], vp), "TF_DeleteGraph": ([vp], None),
              "TF_NewSessionOptions": ([], vp), "TF_DeleteSessionOptions": ([vp], None),
@@ -209,15 +211,17 @@ class CApiSession:
             self._fw.TF_DeleteTensor(self._results[i])
 
     def run(self) -> dict[str, np.ndarray]:
-        """Run the signature on the current inputs; float32 outputs by name."""
+        """Run the signature on the current inputs; float32 outputs by name, each of the
+        shape the signature returned (``[batch]``, or ``[batch, K]`` for a multiclass task)."""
         self._run_once()
         self._check("TF_SessionRun")
         out = {}
         for i, name in enumerate(self.output_names):
             t = self._results[i]
             size = self._fw.TF_TensorByteSize(t)
+            shape = [self._fw.TF_Dim(t, d) for d in range(self._fw.TF_NumDims(t))]
             out[name] = np.frombuffer(ctypes.string_at(self._fw.TF_TensorData(t), size),
-                                      np.float32).copy()
+                                      np.float32).reshape(shape).copy()
         self._release_results()
         return out
 

@@ -45,7 +45,10 @@ class ExportMetadata:
             its copy under ``assets/``, relative to the version folder;
             :func:`read_metadata` returns the spec resolved against that folder.
         tasks: the tasks, in output order.
-        signatures: ``{signature name: {"inputs": [...], "outputs": [...]}}``.
+        signatures: ``{signature name: {"inputs": [...], "outputs": [...],
+            "output_details": {task: {"kind", "shape", "value"}}}}`` (the details, from
+            :func:`~tfmtnas.export.signatures.output_details`, say e.g. that a multiclass
+            output is ``[None, K]`` class probabilities).
         model_class: class name of the exported model.
         jit_compile: the model core is XLA-compiled (TF Serving needs
             ``--xla_cpu_compilation_enabled=true`` on CPU).
@@ -65,7 +68,7 @@ class ExportMetadata:
                     timespec="seconds"),
                 "model_class": self.model_class, "jit_compile": self.jit_compile,
                 "feature_spec": self.spec.to_dict(),
-                "tasks": [dataclasses.asdict(t) for t in self.tasks],
+                "tasks": [t.to_dict() for t in self.tasks],
                 "signatures": self.signatures, "extra": self.extra}
 
     @classmethod

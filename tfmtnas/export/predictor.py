@@ -37,7 +37,8 @@ class SavedModelPredictor:
 
     def predict(self, data: Rows | Columns, batch_size: int = 4096,
                 progress: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
-        """``{task: float32 [n]}`` for raw rows or columns, ``batch_size`` rows per call.
+        """``{task: float32 [n]}`` (``[n, K]`` for a multiclass task) for raw rows or
+        columns, ``batch_size`` rows per call.
 
         ``progress(done, total)`` is called after each batch.
         """
@@ -54,5 +55,7 @@ class SavedModelPredictor:
                 outs[t.name].append(pred[t.name].numpy())
             if progress is not None:
                 progress(min(start + batch_size, n), n)
-        return {k: np.concatenate(v) if v else np.zeros([0], np.float32)
-                for k, v in outs.items()}
+        return {t.name: np.concatenate(outs[t.name]) if outs[t.name]
+                else np.zeros([0, *([t.num_classes] if t.kind == "multiclass" else [])],
+                              np.float32)
+                for t in self.tasks}

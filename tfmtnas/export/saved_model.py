@@ -4,7 +4,7 @@ Example:
     >>> path = export_saved_model(model, "saved_models", name="mmoe")   # .../mmoe/1
     >>> loaded = tf.saved_model.load(str(path), tags=["serve"])
     >>> out = loaded.signatures["serving_default"](age=tf.constant([39.0]), ...)
-    >>> out["income"]   # probability, one per example
+    >>> out["income"]   # probability, one per example (a K-class task: [batch, K])
 
 The version folder holds, besides ``saved_model.pb`` and ``variables/``, the export's
 metadata (:mod:`tfmtnas.export.metadata`): ``assets.extra/tfmtnas.json`` with the feature
@@ -35,6 +35,7 @@ from tfmtnas.export.signatures import (
     EXAMPLES_SIGNATURE,
     SERVING_SIGNATURE,
     ServingModule,
+    output_details,
     signature_inputs,
 )
 
@@ -64,9 +65,10 @@ def write_saved_model(model, path: str | os.PathLike, metadata: Mapping | None =
     module = ServingModule(model, jit_compile=jit_compile)
     signatures = module.signatures()
     outputs = [t.name for t in module.task_specs]
+    details = output_details(module.task_specs)
     meta = ExportMetadata(
         spec=module.feature_spec, tasks=module.task_specs,
-        signatures={name: {"inputs": inputs, "outputs": outputs}
+        signatures={name: {"inputs": inputs, "outputs": outputs, "output_details": details}
                     for name, inputs in signature_inputs(module.feature_spec).items()},
         model_class=type(model).__name__, jit_compile=module.jit_compile,
         extra=dict(metadata or {}))

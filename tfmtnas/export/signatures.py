@@ -21,9 +21,12 @@ training mean of that feature (its normalised value is 0), the same value a miss
 feature of a ``tf.Example`` gets; the prediction stays finite. Clients that want such
 requests refused must check before sending.
 
-Both return ``{task name: float32 [None]}``: the probability for a binary task, the value
-for a regression task. The graph holds only TensorFlow ops (lookups, hashing, parsing, the
-model): no ``tf.py_function``, so TF Serving runs it as is.
+Both return one output per task, named as the task, float32: ``[None]`` holding the
+probability of a binary task or the value of a regression task, and ``[None, K]`` for a
+``K``-class task, column ``j`` holding the probability of class id ``j`` (each row sums to
+1); :func:`output_details` describes them as the export metadata records them. The graph
+holds only TensorFlow ops (lookups, hashing, parsing, the model): no ``tf.py_function``, so
+TF Serving runs it as is.
 
 The model only has to follow the tfmtnas model contract: ``model.spec`` (a
 :class:`~tfmtnas.features.FeatureSpec`), ``model.tasks`` (:class:`~tfmtnas.features.TaskSpec`
@@ -100,6 +103,28 @@ def _model_contract(model) -> tuple[FeatureSpec, tuple[TaskSpec, ...]]:
     return spec, tasks
 
 
+def output_shape(task: TaskSpec) -> list[int | None]:
+    """The shape of ``task``'s signature output: ``[None]``, or ``[None, K]`` for multiclass."""
+    return [None, task.num_classes] if task.kind == "multiclass" else [None]
+
+
+def output_details(tasks) -> dict[str, dict]:
+    """``{task: {"kind", "shape", "value"}}``: what each signature output holds.
+
+    Example:
+        >>> output_details([TaskSpec("digit", "multiclass:3")])["digit"]["shape"]
+        [None, 3]
+    """
+    values = {"binary": "probability of the positive label (1)",
+              "regression": "predicted value"}
+    out = {}
+    for t in tasks:
+        value = values.get(t.kind) or (f"probability of each class id 0..{t.num_classes - 1}: "
+                                       f"column j is P(class j); each row sums to 1")
+        out[t.name] = {"kind": t.kind_text, "shape": output_shape(t), "value": value}
+    return out
+
+
 def _apply_model(model, preprocessed):
     if isinstance(model, keras.layers.Layer):
         return model(preprocessed, training=False)
@@ -154,13 +179,16 @@ class ServingModule(tf.Module):
                else tf.constant([0.0]) for n in self._names}
         out = self.predict(one)
         for task in self.task_specs:
-            if out[task.name].shape.rank != 1:
+            expected = [1, *output_shape(task)[1:]]
+            if out[task.name].shape.as_list() != expected:
                 raise ValueError(f"Task {task.name!r}: the model returned shape "
-                                 f"{out[task.name].shape} for one example, expected [1].")
+                                 f"{out[task.name].shape} for one example, expected "
+                                 f"{expected}.")
 
     def predict(self, features: Mapping[str, tf.Tensor],
                 check_shapes: bool = True) -> dict[str, tf.Tensor]:
-        """Raw feature tensors ``[B]`` -> ``{task: float32 [B]}`` (what both signatures run).
+        """Raw feature tensors ``[B]`` -> ``{task: float32 [B] or [B, K]}`` (what both
+        signatures run).
 
         ``check_shapes=False`` skips the in-graph shape checks, for inputs that cannot be
         wrong (``tf.io.parse_example`` output).
@@ -172,7 +200,8 @@ class ServingModule(tf.Module):
         if missing:
             raise ValueError(f"The model returned no output for tasks {missing}; "
                              f"got {sorted(raw_out)}.")
-        return {t.name: tf.reshape(tf.cast(raw_out[t.name], tf.float32), [-1])
+        return {t.name: tf.reshape(tf.cast(raw_out[t.name], tf.float32),
+                                   [-1, *output_shape(t)[1:]])
                 for t in self.task_specs}
 
     def _check_batch(self, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:

@@ -5,6 +5,8 @@ Example:
     >>> model.compile(keras.optimizers.Adam(1e-3), jit_compile=True)
     >>> model.fit(make_dataset(data.train, data.spec, 1024, shuffle=True), epochs=2)
     >>> model.predict_raw(data.test.features)["income"]   # probabilities
+    >>> digits = MultiTaskModel(spec, [TaskSpec("digit", "multiclass:10")], {"kind": "mmoe"})
+    >>> digits.predict_raw(features)["digit"].shape        # [n, 10], rows sum to 1
 
 Papers: tasks as in Ma et al., "Modeling Task Relationships in Multi-task Learning with
 Multi-gate Mixture-of-Experts" (KDD 2018); the sharing layers cite their own papers.
@@ -27,6 +29,14 @@ from tfmtnas.models.zoo import build_sharing
 
 def _make_task(task: TaskSpec) -> tfrs.tasks.Ranking:
     """The TFRS task of ``task``; its loss sums, the model divides by the labelled count."""
+    if task.kind == "multiclass":
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name=f"{task.name}_accuracy")]
+        if task.top_k is not None:
+            metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(
+                k=task.top_k, name=f"{task.name}_top{task.top_k}_accuracy"))
+        return tfrs.tasks.Ranking(
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum"),
+            metrics=metrics, name=f"{task.name}_task")
     if task.kind == "binary":
         return tfrs.tasks.Ranking(
             loss=keras.losses.BinaryCrossentropy(from_logits=True, reduction="sum"),
@@ -43,8 +53,13 @@ class MultiTaskModel(tfrs.Model):
 
     Inputs are the preprocessed numbers ``{"categorical", "numeric"}`` (see
     :mod:`tfmtnas.features`); labels are a dict of float tensors by task name, NaN marking a
-    missing label, which is then left out of that task's loss and metric. The training logs
-    show each task's loss (``<task>_loss``) and metric (``<task>_auc`` / ``<task>_rmse``).
+    missing label, which is then left out of that task's loss and metric (a multiclass
+    task's label is its class id ``0 .. K-1``). The training logs show each task's loss
+    (``<task>_loss``) and metrics (``TaskSpec.metric_names``: ``<task>_auc``,
+    ``<task>_rmse``, ``<task>_accuracy`` and ``<task>_top<k>_accuracy``).
+
+    The model's logits are ``[B, sum(task widths)]``: one column per binary or regression
+    task, ``K`` columns per ``K``-class task, in task order (:attr:`task_columns`).
 
     Args:
         spec: the feature spec (or its dict form).
@@ -79,7 +94,11 @@ class MultiTaskModel(tfrs.Model):
         self.embedding = FeatureEmbedding(self.spec.total_ids, len(self.spec.categorical),
                                           self.embedding_dim, name="embedding")
         self.sharing = sharing
-        self.towers = TaskTowers(len(self.tasks), self.tower_units, name="towers")
+        widths = [t.width for t in self.tasks]
+        # Where each task's logits start in the towers' output, and how many it has.
+        self.task_columns = tuple((int(sum(widths[:i])), w) for i, w in enumerate(widths))
+        self.towers = TaskTowers(len(self.tasks), self.tower_units, name="towers",
+                                 output_units=None if max(widths) == 1 else widths)
         self.ranking_tasks = [_make_task(t) for t in self.tasks]
         self.task_losses = [keras.metrics.Mean(name=f"{t.name}_loss") for t in self.tasks]
 
@@ -123,11 +142,13 @@ class MultiTaskModel(tfrs.Model):
         return cache[fn.__name__](*args)
 
     def core_logits(self, x: tf.Tensor) -> tf.Tensor:
-        """Sharing layers and towers: embedded features ``[B, d]`` -> logits ``[B, T]``."""
+        """Sharing layers and towers: embedded features ``[B, d]`` -> logits ``[B, L]``
+        (``L`` columns: see :attr:`task_columns`)."""
         return self.towers(list(self.sharing(x)))
 
     def logits(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
-        """Pre-activation outputs ``[B, num_tasks]`` from preprocessed features.
+        """Pre-activation outputs ``[B, L]`` from preprocessed features (one column per
+        binary or regression task, ``K`` per multiclass task; :attr:`task_columns`).
 
         In training the core runs XLA-compiled if the model was compiled with ``jit_compile``;
         inference (evaluation, prediction, export) runs it as plain TensorFlow.
@@ -138,11 +159,15 @@ class MultiTaskModel(tfrs.Model):
         return self.core_logits(x)
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool = False):
-        """Per-task outputs by name: probability for binary tasks, value for regression."""
+        """Per-task outputs by name: probability ``[B]`` for binary tasks, value ``[B]`` for
+        regression, class probabilities ``[B, K]`` (softmax) for multiclass."""
         logits = tf.cast(self.logits(features, training=training), tf.float32)
         out = {}
-        for i, task in enumerate(self.tasks):
-            z = logits[:, i]
+        for task, (start, width) in zip(self.tasks, self.task_columns):
+            if task.kind == "multiclass":
+                out[task.name] = tf.nn.softmax(logits[:, start:start + width], axis=-1)
+                continue
+            z = logits[:, start]
             out[task.name] = tf.sigmoid(z) if task.kind == "binary" else z
         return out
 
@@ -150,18 +175,22 @@ class MultiTaskModel(tfrs.Model):
                                 compute_metrics: bool = True) -> list[tf.Tensor]:
         """Each task's masked mean loss; missing (NaN) labels are left out.
 
+        ``logits`` are ``[B, L]`` as :meth:`logits` returns them; a multiclass task's labels
+        are class ids (float or integer), its loss the softmax cross-entropy.
+
         With ``compute_metrics`` the task metrics and the per-task loss trackers are updated.
         Losses and metrics are float32 whatever the compute dtype (e.g. ``mixed_bfloat16``).
         """
         logits = tf.cast(logits, tf.float32)
         losses = []
-        for i, (task, ranking, tracker) in enumerate(
-                zip(self.tasks, self.ranking_tasks, self.task_losses)):
+        for task, ranking, tracker, (start, width) in zip(
+                self.tasks, self.ranking_tasks, self.task_losses, self.task_columns):
             y = tf.reshape(tf.cast(labels[task.name], logits.dtype), [-1, 1])
             present = tf.logical_not(tf.math.is_nan(y))
             weight = tf.cast(present, logits.dtype)
+            # A missing label becomes 0 (a valid class id too) with weight 0.
             total = ranking(labels=tf.where(present, y, tf.zeros_like(y)),
-                            predictions=logits[:, i:i + 1], sample_weight=weight,
+                            predictions=logits[:, start:start + width], sample_weight=weight,
                             compute_metrics=compute_metrics)
             # Mean over the examples that have this task's label.
             loss = total / tf.maximum(tf.reduce_sum(weight), 1.0)
@@ -206,7 +235,7 @@ class MultiTaskModel(tfrs.Model):
             sharing = keras.layers.serialize(self.sharing)
         else:
             sharing = self.sharing_config
-        return {"spec": self.spec.to_dict(), "tasks": [t.__dict__ for t in self.tasks],
+        return {"spec": self.spec.to_dict(), "tasks": [t.to_dict() for t in self.tasks],
                 "sharing": sharing, "embedding_dim": self.embedding_dim,
                 "tower_units": list(self.tower_units)}
 

@@ -1,8 +1,9 @@
 """Per-task metrics of a trained or exported model on one split: the library behind
 ``tfmtnas-evaluate``.
 
-Binary tasks get the exact ROC AUC (ties count one half), regression tasks the RMSE, each
-over the examples that have that task's label (NaN = missing).
+Binary tasks get the exact ROC AUC (ties count one half), regression tasks the RMSE,
+multiclass tasks the accuracy and the top-k accuracy (``TaskSpec.top_k``), each over the
+examples that have that task's label (NaN = missing).
 
 Example:
     >>> predict = SavedModelPredictor("saved_models/mmoe/1").predict
@@ -59,9 +60,38 @@ def rmse(labels: np.ndarray, predictions: np.ndarray) -> float | None:
     return float(np.sqrt(np.mean((np.asarray(predictions, np.float64) - labels) ** 2)))
 
 
+def top_k_accuracy(labels: np.ndarray, probabilities: np.ndarray, k: int = 1) -> float | None:
+    """Share of examples whose class id is among the ``k`` highest of its row.
+
+    A class tied with the k-th highest counts as in the top k (what
+    ``tf.math.in_top_k``, behind Keras' top-k accuracy, does). None for no examples.
+
+    Args:
+        labels: class ids ``[n]`` (floats holding integers are fine).
+        probabilities: scores ``[n, K]`` (probabilities or logits).
+        k: how many of the highest scores count.
+
+    Example:
+        >>> top_k_accuracy(np.array([0, 2]), np.array([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]]), 2)
+        0.5
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    scores = np.asarray(probabilities, dtype=np.float64)
+    if len(labels) == 0:
+        return None
+    own = scores[np.arange(len(labels)), labels]
+    higher = (scores > own[:, None]).sum(axis=1)
+    return float(np.mean(higher < k))
+
+
 def task_metrics(predictions: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray],
                  tasks: Sequence[TaskSpec]) -> tuple[dict[str, float | None], dict[str, int]]:
-    """``({"<task>_auc" | "<task>_rmse": value}, {task: labelled examples})``."""
+    """``({metric: value}, {task: labelled examples})``, metrics named as
+    ``TaskSpec.metric_names``: ``<task>_auc``, ``<task>_rmse``, ``<task>_accuracy`` and
+    ``<task>_top<k>_accuracy``.
+
+    A multiclass task's predictions are ``[n, K]`` class probabilities, its labels class ids.
+    """
     metrics, counts = {}, {}
     for task in tasks:
         y = np.asarray(labels[task.name], dtype=np.float64)
@@ -70,8 +100,13 @@ def task_metrics(predictions: Mapping[str, np.ndarray], labels: Mapping[str, np.
         counts[task.name] = int(keep.sum())
         if task.kind == "binary":
             metrics[f"{task.name}_auc"] = binary_auc(y[keep], p)
-        else:
+        elif task.kind == "regression":
             metrics[f"{task.name}_rmse"] = rmse(y[keep], p)
+        else:
+            names = task.metric_names
+            metrics[names[0]] = top_k_accuracy(y[keep], p, 1)
+            if task.top_k is not None:
+                metrics[names[1]] = top_k_accuracy(y[keep], p, task.top_k)
     return metrics, counts
 
 
@@ -91,7 +126,8 @@ def model_predict_fn(model) -> Predict:
                      for k, v in cols.items()}
             pred = model(pre(batch), training=False)
             for t in model.tasks:
-                outs[t.name].append(np.reshape(pred[t.name].numpy(), [-1]))
+                shape = [-1, t.num_classes] if t.kind == "multiclass" else [-1]
+                outs[t.name].append(np.reshape(pred[t.name].numpy(), shape))
             if progress is not None:
                 progress(min(start + batch_size, n), n)
         return {k: np.concatenate(v) for k, v in outs.items()}

@@ -45,7 +45,9 @@ def define_data_flags() -> None:
     flags.DEFINE_string("csv_train", None, "CSV file with a header row (dataset=csv).")
     flags.DEFINE_string("csv_test", None, "Optional CSV test file (dataset=csv).")
     flags.DEFINE_list("csv_labels", [],
-                      "Label columns as name:kind with kind binary or regression (dataset=csv).")
+                      "Label columns as name:kind with kind binary (default), regression or "
+                      "multiclass:K (class ids 0..K-1), e.g. click:binary,digit:multiclass:10 "
+                      "(dataset=csv).")
     flags.DEFINE_list("csv_categorical", [], "Categorical columns (dataset=csv; default: "
                       "every column that is neither numeric nor a label).")
     flags.DEFINE_list("csv_numeric", [], "Numeric columns (dataset=csv).")
@@ -123,13 +125,20 @@ def define_search_method_flags() -> None:
     flags.DEFINE_integer("num_layers", 2, "Expert layers of the search space.", lower_bound=1)
     flags.DEFINE_float("arch_learning_rate", 0.05, "Adam learning rate of the architecture.",
                        lower_bound=0.0)
-    flags.DEFINE_enum("child", "finetune", CHILD_MODES,
+    flags.DEFINE_enum("child", None, CHILD_MODES,
                       "inherit: evaluate the child with the supernet's weights; finetune: "
-                      "inherit then train; retrain: train from scratch.")
+                      "inherit then train; retrain: train from scratch. Default: inherit for "
+                      "mtlnas (the paper's, no retraining), finetune for the others.")
     flags.DEFINE_integer("child_epochs", 2, "Training epochs of the child (finetune/retrain).",
                          lower_bound=0)
     flags.DEFINE_float("budget", None, "Gumbel: target fraction of active connections.")
     flags.DEFINE_float("entropy_weight", 10.0, "MTL-NAS: weight of the min-entropy regulariser.")
+    flags.DEFINE_float("nddr_lr_multiplier", 100.0, "MTL-NAS: learning rate of the NDDR fusion "
+                       "layers as a multiple of --learning_rate (the paper's 100).",
+                       lower_bound=0.0)
+    flags.DEFINE_integer("column_warmup_epochs", 0, "MTL-NAS: epochs in which each task's "
+                         "column trains alone (cross-task edges off) before the edges are "
+                         "searched.", lower_bound=0)
     flags.DEFINE_float("cost_weight", 0.0, "Gumbel and MTNAS: price of the fraction of experts "
                        "the child computes (loss penalty / reward cost).", lower_bound=0.0)
     flags.DEFINE_integer("log_every", 20, "Steps between TensorBoard architecture logs.",
@@ -192,8 +201,8 @@ def define_prepare_flags() -> None:
     flags.DEFINE_list("input", [], "CSV/TSV files or glob patterns (plain or .gz), each "
                       "starting with the same header row.")
     flags.DEFINE_string("output_dir", None, "The prepared dataset folder to create.")
-    flags.DEFINE_list("labels", [], "Label columns as name:kind, kind binary (default) or "
-                      "regression.")
+    flags.DEFINE_list("labels", [], "Label columns as name:kind, kind binary (default), "
+                      "regression or multiclass:K (class ids 0..K-1), e.g. digit:multiclass:10.")
     flags.DEFINE_list("categorical", [], "Categorical columns (default: every column that is "
                       "neither numeric nor a label).")
     flags.DEFINE_list("numeric", [], "Numeric columns (a finite number in every row).")
@@ -242,7 +251,8 @@ def define_demo_flags() -> None:
 
 
 def _task_kinds(items: list[str]) -> dict[str, str]:
-    """``name[:kind]`` items (kind binary by default) -> ``{name: kind}``."""
+    """``name[:kind]`` items (kind binary by default) -> ``{name: kind}``; the kind may hold
+    a colon itself (``digit:multiclass:10`` -> ``{"digit": "multiclass:10"}``)."""
     kinds = {}
     for item in items:
         name, _, kind = item.partition(":")
@@ -341,6 +351,11 @@ def search_config():
         options["budget"] = FLAGS.budget
     if FLAGS.method == "mtlnas":
         options["entropy_weight"] = FLAGS.entropy_weight
+        if FLAGS.nddr_lr_multiplier <= 0:
+            raise UserError(f"--nddr_lr_multiplier must be > 0, got {FLAGS.nddr_lr_multiplier}.")
+        options["nddr_lr_multiplier"] = FLAGS.nddr_lr_multiplier
+    elif FLAGS.column_warmup_epochs:
+        raise UserError("--column_warmup_epochs applies to --method=mtlnas.")
     if FLAGS.cost_weight:
         if FLAGS.method == "mtlnas":
             raise UserError("--cost_weight applies to --method=gumbel or mtnas, not mtlnas "
@@ -354,7 +369,8 @@ def search_config():
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate,
         optimizer=FLAGS.optimizer, arch_learning_rate=FLAGS.arch_learning_rate,
         method_options=options, child=FLAGS.child,
-        child_epochs=FLAGS.child_epochs, seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
+        child_epochs=FLAGS.child_epochs, column_warmup_epochs=FLAGS.column_warmup_epochs,
+        seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
         model_dir=FLAGS.model_dir, log_every=FLAGS.log_every, strategy=FLAGS.strategy)
 
 
@@ -420,13 +436,13 @@ def define_tune_flags() -> None:
                         "e.g. 3600, 90m, 2h (a running trial finishes).")
     flags.DEFINE_string("objective", "mean_auc", "The oracle's scalar objective, "
                         "[max:|min:]metric: mean_auc (default), <task>_auc, mean_rmse, "
-                        "mean_loss, flops, latency_ms, ... (AUCs are maximised, the rest "
-                        "minimised).")
+                        "mean_accuracy (multiclass tasks), mean_loss, flops, latency_ms, ... "
+                        "(AUCs and accuracies are maximised, the rest minimised).")
     flags.DEFINE_string("select", "", "Which trial to export: metric[,metric<=x][,metric>=x], "
                         "e.g. 'mean_auc,flops<=140000' (quoted in a shell; default: the best "
                         "--objective).")
     flags.DEFINE_list("pareto", [], "Metrics of the Pareto front (default: each task's "
-                      "validation AUC or RMSE, and flops).")
+                      "validation AUC, RMSE or accuracy, and flops).")
     flags.DEFINE_string("space", None, "JSON file narrowing the search space: {name: value, "
                         "list of values, or {\"min\": a, \"max\": b}}.")
     flags.DEFINE_multi_string("hp", [], "Narrow one dimension of the space, name=value (JSON "

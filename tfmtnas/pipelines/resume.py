@@ -68,13 +68,13 @@ def data_fingerprint(data) -> str:
                 with open(feature["vocabulary_file"], "rb") as f:
                     feature["vocabulary_file"] = hashlib.sha256(f.read()).hexdigest()
         digest.update(json.dumps(spec, sort_keys=True).encode())
-        digest.update(repr([(t.name, t.kind, t.weight) for t in data.tasks]).encode())
+        digest.update(repr([(t.name, t.kind_text, t.weight) for t in data.tasks]).encode())
         shards = {name: [(s["rows"], s.get("sha256")) for s in split["shards"]]
                   for name, split in data.manifest.get("splits", {}).items()}
         digest.update(json.dumps(shards, sort_keys=True).encode())
         return digest.hexdigest()
     digest.update(data.spec.to_json().encode())
-    digest.update(repr([(t.name, t.kind, t.weight) for t in data.tasks]).encode())
+    digest.update(repr([(t.name, t.kind_text, t.weight) for t in data.tasks]).encode())
     for name, split in data.splits().items():
         digest.update(f"{name}:{len(split)}".encode())
         for key in sorted(split.features) + [f"label:{k}" for k in sorted(split.labels)]:

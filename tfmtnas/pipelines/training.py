@@ -83,8 +83,8 @@ def build_model(data: DataSource, cfg: TrainConfig) -> MultiTaskModel:
 
 
 def task_metrics(metrics: Mapping[str, float], data: DataSource) -> dict[str, float]:
-    """Only the per-task quality metrics and losses, as floats."""
-    keys = [f"{t.name}_{s}" for t in data.tasks for s in ("auc", "rmse", "loss")]
+    """Only the per-task quality metrics (``TaskSpec.metric_names``) and losses, as floats."""
+    keys = [k for t in data.tasks for k in [*t.metric_names, f"{t.name}_loss"]]
     return {k: float(metrics[k]) for k in keys if k in metrics}
 
 

@@ -41,13 +41,27 @@ def input_width(spec: FeatureSpec, embedding_dim: int) -> int:
     return len(spec.categorical) * int(embedding_dim) + len(spec.numeric)
 
 
-def tower_flops(width: int, units: Sequence[int], num_tasks: int) -> int:
-    """FLOPs of the task towers: each an MLP ``width -> units... -> 1``."""
+def tower_flops(width: int, units: Sequence[int], num_tasks: int | Sequence[int]) -> int:
+    """FLOPs of the task towers: each an MLP ``width -> units... -> outputs``.
+
+    Args:
+        width: input width of each tower.
+        units: hidden widths of each tower.
+        num_tasks: the number of towers (one output each), or each tower's outputs
+            (``TaskSpec.width``: ``K`` for a ``K``-class task). The towers run as one bank,
+            every last layer as wide as the widest (:class:`~tfmtnas.layers.TaskTowers`),
+            which is what is counted.
+
+    Example:
+        >>> tower_flops(32, (16,), [1, 10])      # 2 x 2 x (32*16 + 16*10)
+        2688
+    """
+    outputs = [1] * int(num_tasks) if isinstance(num_tasks, int) else list(num_tasks)
     total, prev = 0, int(width)
-    for u in [*units, 1]:
+    for u in [*units, max(outputs)]:
         total += 2 * prev * int(u)
         prev = int(u)
-    return num_tasks * total
+    return len(outputs) * total
 
 
 def zoo_sharing_flops(kind: str, tasks: Sequence[str], sizes: dict, input_dim: int) -> int:

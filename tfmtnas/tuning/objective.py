@@ -3,14 +3,16 @@
 A trial record (:mod:`tfmtnas.tuning.trial`) keeps its per-task validation metrics and its
 costs; :func:`trial_metrics` flattens them into one namespace:
 
-- ``<task>_auc`` (binary tasks), ``<task>_rmse`` (regression tasks), ``<task>_loss``:
-  validation metrics of the trial's model (a search trial: its derived child);
-- ``mean_auc``, ``mean_rmse``, ``mean_loss``: their means over the tasks that have them;
+- ``<task>_auc`` (binary tasks), ``<task>_rmse`` (regression tasks), ``<task>_accuracy``
+  and ``<task>_top<k>_accuracy`` (multiclass tasks), ``<task>_loss``: validation metrics of
+  the trial's model (a search trial: its derived child);
+- ``mean_auc``, ``mean_rmse``, ``mean_accuracy`` (top-1), ``mean_loss``: their means over
+  the tasks that have them;
 - ``flops`` (multiply-adds x 2 per example through the sharing network and the towers),
   ``sharing_flops``, ``params``, ``sharing_params``, ``latency_ms`` (batch-1 p50 of the
   exported model through TensorFlow's C API), ``train_seconds``.
 
-AUCs are maximised, everything else minimised, unless a name is prefixed ``max:`` or
+AUCs and accuracies are maximised, everything else minimised, unless a name is prefixed ``max:`` or
 ``min:``. keras-tuner's oracles optimise one number (``keras_tuner.Objective``); several
 objectives there are summed, which is why the multi-objective view is the Pareto front
 (:mod:`tfmtnas.tuning.pareto`) and the final choice is a rule (:class:`SelectRule`).
@@ -35,18 +37,22 @@ from tfmtnas.errors import UserError
 
 COST_METRICS = ("flops", "sharing_flops", "params", "sharing_params", "latency_ms",
                 "train_seconds")
-TASK_SUFFIXES = ("auc", "rmse", "loss")
+TASK_SUFFIXES = ("auc", "rmse", "accuracy", "loss")
+_TOP_K = re.compile(r"_top\d+_accuracy$")
 DIRECTIONS = ("max", "min")
 
 
 def metric_direction(name: str) -> str:
-    """``"max"`` for AUCs, ``"min"`` for every other metric.
+    """``"max"`` for AUCs and accuracies, ``"min"`` for every other metric.
 
     Example:
         >>> metric_direction("income_auc"), metric_direction("latency_ms")
         ('max', 'min')
+        >>> metric_direction("digit_top5_accuracy")
+        'max'
     """
-    return "max" if name == "auc" or name.endswith("_auc") else "min"
+    return "max" if name in ("auc", "accuracy") or name.endswith(("_auc", "_accuracy")) \
+        else "min"
 
 
 def trial_metrics(validation: Mapping[str, float], cost: Mapping[str, float]
@@ -66,7 +72,7 @@ def trial_metrics(validation: Mapping[str, float], cost: Mapping[str, float]
     out = {k: _number(v) for k, v in validation.items()}
     for suffix in TASK_SUFFIXES:
         values = [v for k, v in out.items() if k.endswith(f"_{suffix}")
-                  and not k.startswith("mean_")]
+                  and not k.startswith("mean_") and not _TOP_K.search(k)]
         if values:
             out[f"mean_{suffix}"] = float(sum(values) / len(values))
     out.update({k: _number(v) for k, v in cost.items() if v is not None})
@@ -84,20 +90,23 @@ def metric_names(tasks: Sequence) -> list[str]:
         >>> from tfmtnas.features import TaskSpec
         >>> metric_names([TaskSpec("click", "binary")])[:3]
         ['click_auc', 'click_loss', 'mean_auc']
+        >>> metric_names([TaskSpec("digit", "multiclass:10")])[:4]
+        ['digit_accuracy', 'digit_top5_accuracy', 'digit_loss', 'mean_accuracy']
     """
     names: list[str] = []
     for t in tasks:
-        names += [f"{t.name}_{'auc' if t.kind == 'binary' else 'rmse'}", f"{t.name}_loss"]
-    if any(t.kind == "binary" for t in tasks):
-        names.append("mean_auc")
-    if any(t.kind != "binary" for t in tasks):
-        names.append("mean_rmse")
+        names += [*t.metric_names, f"{t.name}_loss"]
+    for kind, mean in (("binary", "mean_auc"), ("regression", "mean_rmse"),
+                       ("multiclass", "mean_accuracy")):
+        if any(t.kind == kind for t in tasks):
+            names.append(mean)
     return names + ["mean_loss", *COST_METRICS]
 
 
 def quality_metrics(tasks: Sequence) -> list[str]:
-    """Each task's quality metric: ``<task>_auc`` (binary) or ``<task>_rmse``."""
-    return [f"{t.name}_{'auc' if t.kind == 'binary' else 'rmse'}" for t in tasks]
+    """Each task's quality metric: ``<task>_auc`` (binary), ``<task>_rmse`` (regression)
+    or ``<task>_accuracy`` (multiclass)."""
+    return [t.metric_names[0] for t in tasks]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -197,7 +197,8 @@ def run_trial(settings: Mapping[str, Any], options: TrialOptions, data, trial_di
     fault_point(f"tune_trial_{trial_id}_trained")
     latency = (serving_latency_ms(model, options.latency_calls, work_dir=trial_dir)
                if options.latency_calls > 0 and validation else None)
-    cost = {"flops": sharing_flops + tower_flops(width, cfg.tower_units, len(tasks)),
+    cost = {"flops": sharing_flops + tower_flops(width, cfg.tower_units,
+                                                [t.width for t in data.tasks]),
             "sharing_flops": sharing_flops, "params": int(model.count_params()),
             "sharing_params": int(model.sharing.count_params()), "latency_ms": latency,
             "train_seconds": float(seconds)}

@@ -287,7 +287,7 @@ class StudyTuner(keras_tuner.Tuner):
             return
         m = record["metrics"]
         shown = [f"{k} {m[k]:.4f}" for k in m
-                 if k.endswith(("_auc", "_rmse")) and not k.startswith("mean_")]
+                 if k.endswith(("_auc", "_rmse", "_accuracy")) and not k.startswith("mean_")]
         cost = (f"flops {m['flops']:,.0f}, params {m['params']:,.0f}"
                 + ("" if math.isnan(m.get("latency_ms", math.nan))
                    else f", latency {m['latency_ms']:.3f} ms"))

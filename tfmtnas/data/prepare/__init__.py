@@ -26,7 +26,8 @@ What it computes, from the training split only:
   ``log_numeric`` columns, as :meth:`FeatureSpec.fit`), combined chunk by chunk with the
   numerically stable pairwise update (Chan et al.), plus minimum and maximum.
 - **Label checks** per split and task: rows with a label and positives (binary) or the
-  mean (regression). A binary label is 0, 1 or empty; an empty label is missing (NaN).
+  mean (regression). A binary label is 0, 1 or empty, a multiclass (``multiclass:K``)
+  label a class id ``0 .. K-1`` or empty; an empty label is missing (NaN).
 
 The split of a row is decided by a hash of its ``key_column`` cell (of the whole line when
 there is none): the same key always lands in the same split, whatever the files, their
@@ -34,7 +35,7 @@ order or the number of rows. Within each block, the rows of a split go to its sh
 round-robin (starting at a shard that moves on by one per block).
 
 Bad rows (wrong field count, a numeric cell or label that is not a finite number within
-float32's range, a bad binary label, bytes that are not UTF-8, malformed quoting, a
+float32's range, a bad binary or multiclass label, bytes that are not UTF-8, malformed quoting, a
 categorical value with a carriage return) fail with ``file:line: column 'x' ...``
 (``bad_rows="error"``, the default) or are skipped and counted (``bad_rows="skip"``; the
 manifest keeps the count and the first 20 messages). Categorical and label cells are

@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from tfmtnas.data import layout
 from tfmtnas.data.base import FLOAT32_MAX
+from tfmtnas.data.csv import multiclass_expects
 from tfmtnas.data.prepare.example import RecordEncoder
 from tfmtnas.data.prepare.fitting import Result, label_sums
 from tfmtnas.data.prepare.inputs import Block, split_line
@@ -108,7 +109,7 @@ class BlockProcessor:
             x.append(tf.strings.to_number(tf.where(ok, cell, "0"), tf.float64))
             faults.append(~ok | ~(tf.abs(x[-1]) <= FLOAT32_MAX))
         y = []
-        for c, binary in zip(self.cols.labels, self.cols.binary):
+        for c, binary, classes in zip(self.cols.labels, self.cols.binary, self.cols.classes):
             cell = text(c)
             empty = tf.equal(cell, "")
             ok = tf.strings.regex_full_match(cell, _NUMBER)
@@ -116,6 +117,9 @@ class BlockProcessor:
             fault = ~empty & (~ok | ~(tf.abs(value) <= FLOAT32_MAX))
             if binary:
                 fault |= ~empty & tf.not_equal(value, 0.0) & tf.not_equal(value, 1.0)
+            if classes is not None:
+                fault |= ~empty & (tf.not_equal(value, tf.round(value)) | (value < 0.0)
+                                   | (value >= classes))
             faults.append(fault)
             y.append(tf.where(empty, tf.constant(math.nan, tf.float64), value))
         bad = tf.reduce_any(tf.stack(faults, axis=1), axis=1)
@@ -268,7 +272,7 @@ class BlockProcessor:
             if abs(float(value)) > FLOAT32_MAX:
                 return (f"column {cols.names[c]!r} expects a number within float32's range, "
                         f"got {value!r}")
-        for c, binary in zip(cols.labels, cols.binary):
+        for c, binary, classes in zip(cols.labels, cols.binary, cols.classes):
             value = fields[c].strip()
             if not value:
                 continue
@@ -276,6 +280,9 @@ class BlockProcessor:
             if binary and number not in (0.0, 1.0):
                 return f"binary label column {cols.names[c]!r} expects 0, 1 or empty, " \
                        f"got {value!r}"
+            if classes is not None and (number is None or number != round(number)
+                                        or not 0 <= number < classes):
+                return f"{multiclass_expects(cols.names[c], classes)}, got {value!r}"
             if number is None or not abs(number) <= FLOAT32_MAX:
                 return f"label column {cols.names[c]!r} expects a finite number within " \
                        f"float32's range or empty, got {value!r}"

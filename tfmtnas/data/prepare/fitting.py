@@ -111,12 +111,13 @@ def write_vocabulary(root: Path, name: str, values: Sequence[bytes]) -> str:
 def spec_doc(spec: FeatureSpec, tasks: Sequence[TaskSpec]) -> dict:
     """The ``spec.json`` document of a prepared folder."""
     return {"format": layout.FORMAT, "features": spec.to_dict(),
-            "tasks": [dataclasses.asdict(t) for t in tasks]}
+            "tasks": [t.to_dict() for t in tasks]}
 
 
 def label_stats(tasks: Sequence[TaskSpec], sums: np.ndarray) -> dict:
     """The manifest's ``labels``: per split and task, rows with a label and positives
-    (binary) or the mean (regression), from ``[n_splits, n_tasks, 2]`` label sums."""
+    (binary) or the mean (regression; none for a multiclass task), from
+    ``[n_splits, n_tasks, 2]`` label sums."""
     out = {}
     for s, split in enumerate(layout.SPLITS):
         out[split] = {}
@@ -125,7 +126,7 @@ def label_stats(tasks: Sequence[TaskSpec], sums: np.ndarray) -> dict:
             entry = {"rows_with_label": n}
             if task.kind == "binary":
                 entry["positives"] = int(round(total))
-            else:
+            elif task.kind == "regression":
                 entry["mean"] = total / n if n else None
             out[split][task.name] = entry
     return out

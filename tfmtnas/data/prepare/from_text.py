@@ -79,8 +79,8 @@ def prepare(
     Args:
         inputs: files or glob patterns (plain, or gzipped when the name ends in ``.gz``).
         output_dir: the prepared folder to create.
-        labels: label column -> task kind (``"binary"`` or ``"regression"``) or
-            :class:`TaskSpec`.
+        labels: label column -> task kind (``"binary"``, ``"regression"`` or
+            ``"multiclass:K"``) or :class:`TaskSpec`.
         categorical: categorical columns. Default None: every column that is neither a
             label nor numeric.
         numeric: numeric columns (a finite number in every row).
@@ -168,7 +168,7 @@ def prepare(
                                bad_rows, [shards_per_split[s] for s in layout.SPLITS],
                                compression_level)
     options = {
-        "labels": {t.name: t.kind for t in tasks}, "categorical": cat_names,
+        "labels": {t.name: t.kind_text for t in tasks}, "categorical": cat_names,
         "numeric": [header[c] for c in cols.numeric],
         "log_numeric": [header[c] for c, log in zip(cols.numeric, cols.log) if log],
         "hash_columns": hashed, "key_column": key_column,

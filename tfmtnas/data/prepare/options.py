@@ -40,6 +40,7 @@ class Columns:
     log: list[bool]
     labels: list[int]
     binary: list[bool]
+    classes: list[int | None]  # per label: K of a multiclass task, else None
     hashed: dict[int, int]  # position in categorical -> bins
     key: int | None
 
@@ -117,5 +118,6 @@ def columns(names: list[str], path: str, tasks: Sequence[TaskSpec],
         names=names, categorical=[index[c] for c in categorical],
         numeric=[index[c] for c in numeric], log=[c in set(log_numeric) for c in numeric],
         labels=[index[c] for c in label_names], binary=[t.kind == "binary" for t in tasks],
+        classes=[t.num_classes if t.kind == "multiclass" else None for t in tasks],
         hashed={list(categorical).index(c): int(b) for c, b in hashed.items()},
         key=index[key_column] if key_column else None)
