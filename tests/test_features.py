@@ -13,6 +13,7 @@ from tfmtnas.features import (
     NumericFeature,
     TaskSpec,
 )
+from tfmtnas.errors import UserError
 
 
 def _spec():
@@ -243,3 +244,34 @@ def test_resolved_and_copied_vocabularies(tmp_path, monkeypatch):
     assert not (tmp_path / "x").exists()
     with pytest.raises(FileNotFoundError, match="'user': vocabulary file vocabularies/user"):
         stored.copy_vocabularies(model_dir)  # unresolved: relative to the working directory
+
+
+def test_multiclass_task_spec_text_form_defaults_and_round_trip():
+    task = TaskSpec("digit", "multiclass:10")
+    assert (task.kind, task.num_classes, task.top_k, task.width) == ("multiclass", 10, 5, 10)
+    assert task.kind_text == "multiclass:10"
+    assert task.metric_names == ["digit_accuracy", "digit_top5_accuracy"]
+    assert TaskSpec(**task.to_dict()) == task
+    assert TaskSpec("digit", "multiclass", num_classes=10) == task
+    three = TaskSpec("d", "multiclass:3")
+    assert three.top_k is None and three.metric_names == ["d_accuracy"]
+    assert TaskSpec("d", "multiclass:3", top_k=2).metric_names == ["d_accuracy",
+                                                                    "d_top2_accuracy"]
+    # The other kinds keep their JSON form.
+    assert TaskSpec("click").to_dict() == {"name": "click", "kind": "binary", "weight": 1.0}
+    assert TaskSpec("click").width == 1 and TaskSpec("w", "regression").kind_text == "regression"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"kind": "multiclass"}, "needs num_classes >= 2"),
+    ({"kind": "multiclass:1"}, "needs num_classes >= 2"),
+    ({"kind": "multiclass:ten"}, "multiclass:K with K the number of classes"),
+    ({"kind": "multiclass:4", "num_classes": 5}, "disagree"),
+    ({"kind": "multiclass:4", "top_k": 4}, r"top_k must be an integer in \[1, 4\)"),
+    ({"kind": "binary", "num_classes": 3}, "for multiclass tasks"),
+    ({"kind": "ranking"}, "binary, regression or multiclass:K"),
+])
+def test_bad_task_specs_are_one_line_user_errors(kwargs, match):
+    with pytest.raises(UserError, match=match) as err:
+        TaskSpec("t", **kwargs)
+    assert "\n" not in str(err.value)

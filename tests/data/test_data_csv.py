@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from tfmtnas.data import DataError, load_csv_dataset, read_csv
+from tfmtnas.errors import UserError
+from tfmtnas.features import TaskSpec
 
 
 def _write(tmp_path, text, name="data.csv"):
@@ -193,6 +195,36 @@ def test_text_label_names_file_line_and_column(tmp_path):
     with pytest.raises(DataError, match=r"data\.csv:3: field 2 \(column 'y'\) expects a "
                                           r"number, got 'yes'"):
         load_csv_dataset(path, label_columns={"y": "binary"})
+
+
+def test_multiclass_label_column_loads_class_ids_and_empty_as_missing(tmp_path):
+    rows = "".join(f"u{i % 3},{i % 4 if i % 5 else ''},{i % 2}\n" for i in range(40))
+    path = _write(tmp_path, "user,digit,click\n" + rows)
+    data = load_csv_dataset(path, label_columns={"digit": "multiclass:4", "click": "binary"},
+                            validation_fraction=0.0, test_fraction=0.0)
+    assert data.tasks[0] == TaskSpec("digit", "multiclass", num_classes=4)
+    y = data.train.labels["digit"]
+    assert y.dtype == np.float32
+    expected = [np.nan if i % 5 == 0 else i % 4 for i in range(40)]
+    np.testing.assert_array_equal(y, np.array(expected, np.float32))
+
+
+@pytest.mark.parametrize("bad", ["4", "2.5", "-1"])
+def test_bad_multiclass_label_names_file_line_and_column(tmp_path, bad):
+    path = _write(tmp_path, f"a,digit\nx,3\nx,{bad}\nx,0\n")
+    with pytest.raises(DataError) as err:
+        load_csv_dataset(path, label_columns={"digit": "multiclass:4"})
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg == (f"{path}:3: multiclass label column 'digit' expects a class id 0..3 (an "
+                   f"integer) or empty, got {float(bad):g}")
+
+
+def test_multiclass_kind_needs_a_class_count(tmp_path):
+    path = _write(tmp_path, "a,digit\nx,3\n")
+    for kind in ("multiclass", "multiclass:1", "multiclass:ten"):
+        with pytest.raises(UserError, match="multiclass"):
+            load_csv_dataset(path, label_columns={"digit": kind})
 
 
 def test_load_csv_dataset_argument_checks(tmp_path):

@@ -74,3 +74,43 @@ def test_bad_arguments_and_inputs():
         TaskTowers(T, [])(INPUTS[:2])
     with pytest.raises(ValueError, match="expected \\[batch, num_tasks, h\\]"):
         TaskTowers(T, [])(INPUTS[0])
+
+
+WIDTHS = [1, 4, 2]  # e.g. a binary task, a 4-class task and a 2-class task
+
+
+def np_wide_towers(inputs, towers, widths):
+    """Each tower's first ``widths[t]`` outputs, concatenated in task order."""
+    bank = towers.towers
+    kernels = [k.numpy() for k in bank.kernels]
+    biases = [b.numpy() for b in bank.biases]
+    out = []
+    for t, x in enumerate(inputs):
+        h = x.astype(np.float64)
+        for i, (k, b) in enumerate(zip(kernels, biases, strict=True)):
+            h = h @ k[t] + b[t]
+            if i < len(kernels) - 1:
+                h = np.maximum(h, 0.0)
+        out.append(h[:, :widths[t]])
+    return np.concatenate(out, axis=1)
+
+
+def test_output_units_standard_checks():
+    run_layer_checks(lambda: TaskTowers(T, [6], output_units=WIDTHS), INPUTS,
+                     expected_num_weights=4, expected_output_shapes=[[B, sum(WIDTHS)]])
+
+
+@pytest.mark.parametrize("widths", [WIDTHS, [3, 3, 3]], ids=["mixed", "equal"])
+def test_output_units_match_numpy(widths):
+    towers = TaskTowers(T, [6], output_units=widths)
+    towers(INPUTS)
+    randomize_weights(towers)
+    assert towers.towers.kernels[-1].shape == (T, 6, max(widths))
+    assert_outputs_close(towers(INPUTS), np_wide_towers(INPUTS, towers, widths))
+
+
+def test_bad_output_units():
+    with pytest.raises(ValueError, match=r"one width per task \(num_tasks=3\), got \[1, 2\]"):
+        TaskTowers(T, [], output_units=[1, 2])
+    with pytest.raises(ValueError, match="output_units must contain positive integers"):
+        TaskTowers(T, [], output_units=[1, 0, 2])

@@ -135,3 +135,78 @@ def test_mixed_bfloat16_policy_trains_and_matches_float32(jit):
     history = mixed.fit(tf.data.Dataset.from_tensors((x, y)).repeat(20), verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert float(mixed.compute_loss((x, y))) < before
+
+
+# Multiclass: hand-chosen logits [B, 1 + 4] (click, then 4 digit classes) and labels.
+MC_TASKS = [TaskSpec("click"), TaskSpec("digit", "multiclass:4", top_k=2)]
+MC_LOGITS = np.array([[0.5, 2.0, 1.0, 0.0, -1.0],   # digit 0: top-1 right
+                      [-0.5, 0.0, 3.0, 1.0, 0.0],   # digit 2: second highest, top-2 only
+                      [1.0, 1.0, 0.0, 0.0, 5.0],    # digit 1: third, neither
+                      [0.0, 0.0, 0.0, 9.0, 0.0],    # missing: would be wrong as class 0
+                      [2.0, 4.0, 0.0, 0.0, 0.0]],   # digit 0: top-1 right
+                     np.float32)
+MC_LABELS = {"click": np.array([1, 0, 1, 0, 1], np.float32),
+             "digit": np.array([0, 2, 1, np.nan, 0], np.float32)}
+
+
+def _mc_model():
+    keras.utils.set_random_seed(0)
+    m = MultiTaskModel(SPEC, MC_TASKS, sharing={"kind": "mmoe", "expert_units": [8]},
+                       embedding_dim=4, tower_units=(4,))
+    m.compile(keras.optimizers.Adam(1e-2))
+    return m
+
+
+def test_multiclass_loss_and_metrics_match_numpy_on_hand_values():
+    model = _mc_model()
+    click, digit = model.task_losses_from_logits(MC_LABELS, tf.constant(MC_LOGITS))
+    # Softmax cross-entropy over the four labelled rows: logsumexp(z) - z[label].
+    z, y = MC_LOGITS[[0, 1, 2, 4], 1:].astype(np.float64), np.array([0, 2, 1, 0])
+    ce = np.log(np.exp(z).sum(axis=1)) - z[np.arange(4), y]
+    assert float(digit) == pytest.approx(ce.mean(), rel=1e-6)
+    zc, t = MC_LOGITS[:, 0].astype(np.float64), MC_LABELS["click"]
+    bce = np.mean(np.maximum(zc, 0) - zc * t + np.log1p(np.exp(-np.abs(zc))))
+    assert float(click) == pytest.approx(bce, rel=1e-6)
+    results = {m.name: float(m.result()) for m in model.metrics}
+    assert results["digit_accuracy"] == pytest.approx(2 / 4)   # rows 0 and 4
+    assert results["digit_top2_accuracy"] == pytest.approx(3 / 4)  # and row 1
+    assert results["digit_loss"] == pytest.approx(ce.mean(), rel=1e-6)
+
+
+def test_multiclass_logits_columns_and_softmax_outputs():
+    model = _mc_model()
+    assert model.task_columns == ((0, 1), (1, 4))
+    x, _ = _batch(16)
+    logits = model.logits(x).numpy()
+    assert logits.shape == (16, 5)
+    out = model(x)
+    assert out["click"].shape == (16,) and out["digit"].shape == (16, 4)
+    e = np.exp(logits[:, 1:] - logits[:, 1:].max(axis=1, keepdims=True))
+    np.testing.assert_allclose(out["digit"].numpy(), e / e.sum(axis=1, keepdims=True),
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out["digit"].numpy().sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(out["click"].numpy(), 1 / (1 + np.exp(-logits[:, 0])),
+                               rtol=1e-5)
+
+
+def test_multiclass_fit_under_xla_logs_accuracies_and_learns():
+    model = _mc_model()
+    model.compile(keras.optimizers.Adam(2e-2), jit_compile=True)
+    x, y = _batch(256)
+    y = {"click": y["click"], "digit": (x["categorical"][:, 0] % 4).astype("float32")}
+    y["digit"][::7] = np.nan
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
+    before = model.evaluate(ds, return_dict=True, verbose=0)
+    hist = model.fit(ds, epochs=15, verbose=0).history
+    assert {"digit_loss", "digit_accuracy", "digit_top2_accuracy", "click_auc"} <= set(hist)
+    assert hist["digit_loss"][-1] < before["digit_loss"]
+    assert hist["digit_accuracy"][-1] > 0.9  # the class is a function of the category
+
+
+def test_all_binary_towers_keep_their_variables():
+    # A model without multiclass tasks builds the towers it always did: checkpoints of
+    # earlier models still restore.
+    model = _model()
+    assert model.towers.output_units is None
+    assert [tuple(w.shape) for w in model.towers.weights] == [(2, 8, 4), (2, 4), (2, 4, 1),
+                                                              (2, 1)]

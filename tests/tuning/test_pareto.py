@@ -10,6 +10,7 @@ from tfmtnas.tuning.objective import (
     Goal,
     SelectRule,
     metric_names,
+    quality_metrics,
     trial_metrics,
 )
 from tfmtnas.tuning.pareto import dominates, front_table, pareto_front
@@ -79,6 +80,21 @@ def test_metrics_means_and_directions():
         Goal.parse("up:mean_auc")
     with pytest.raises(UserError, match="unknown metric 'auc_mean'"):
         Goal.parse("auc_mean").check(metric_names(tasks), "--objective")
+
+
+def test_multiclass_metrics_means_directions_and_quality():
+    tasks = [TaskSpec("a", "binary"), TaskSpec("d", "multiclass:10"),
+             TaskSpec("e", "multiclass:3")]
+    assert metric_names(tasks)[:9] == ["a_auc", "a_loss", "d_accuracy", "d_top5_accuracy",
+                                       "d_loss", "e_accuracy", "e_loss", "mean_auc",
+                                       "mean_accuracy"]
+    assert quality_metrics(tasks) == ["a_auc", "d_accuracy", "e_accuracy"]
+    m = trial_metrics({"a_auc": 0.5, "d_accuracy": 0.5, "d_top5_accuracy": 0.9,
+                       "e_accuracy": 0.7}, {})
+    assert m["mean_accuracy"] == pytest.approx(0.6)  # top-1 only: (0.5 + 0.7) / 2
+    assert Goal.parse("d_accuracy").direction == "max"
+    assert Goal.parse("d_top5_accuracy").direction == "max"
+    assert Goal.parse("mean_accuracy").direction == "max"
 
 
 def test_select_rule_best_under_constraints():
