@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfmtnas.errors import UserError
 from tfmtnas.features import (
     CategoricalFeature,
     FeaturePreprocessor,
@@ -13,7 +14,6 @@ from tfmtnas.features import (
     NumericFeature,
     TaskSpec,
 )
-from tfmtnas.errors import UserError
 
 
 def _spec():
