@@ -91,9 +91,13 @@ def test_weight_and_architecture_steps_update_only_their_variables(method):
                          **({"joint": False} if method == "gumbel" else {}))
     assert not model.method.joint
     weights, arch = model.weight_variables(), model.method.trainable_variables
+    fast = model.fast_variables()  # MTL-NAS's NDDR layers, their own (faster) optimizer
+    assert bool(fast) == (method == "mtlnas")
     assert weights and arch
     assert not {id(v) for v in weights} & {id(v) for v in arch}
-    assert len(weights) + len(arch) == len(model.trainable_variables)
+    assert not {id(v) for v in fast} & ({id(v) for v in weights} | {id(v) for v in arch})
+    assert len(weights) + len(fast) + len(arch) == len(model.trainable_variables)
+    weights = weights + fast
     data = pair_dataset()
 
     if method == "gumbel":
@@ -115,6 +119,8 @@ def test_weight_and_architecture_steps_update_only_their_variables(method):
     # Weight optimizer frozen: only the architecture step moves anything.
     model.arch_optimizer.learning_rate = 0.05
     model.optimizer.learning_rate = 0.0
+    if fast:
+        model.fast_optimizer.learning_rate = 0.0
     w1, a1 = _values(weights), _values(arch)
     model.fit(data, epochs=1, verbose=0)
     assert not any(_changed(w1, weights))

@@ -62,6 +62,46 @@ def seeded_shuffle(ds: tf.data.Dataset, buffer_size: int, seed: int | None,
         tf.autograph.experimental.do_not_convert(one_epoch))
 
 
+def half_members(num_rows: int, half: int, seed: int, epoch) -> tf.Tensor:
+    """``[num_rows]`` bool: the rows in ``half`` (0 or 1) of epoch ``epoch``'s 50/50 split.
+
+    The rows are permuted by a stateless shuffle seeded by ``(seed, epoch)``; half 0 is the
+    first ``num_rows // 2`` of the permutation, half 1 the rest. Same seed and epoch, same
+    halves, on any machine and after a restart.
+
+    Example:
+        >>> first = half_members(6, 0, seed=3, epoch=0)
+        >>> int(tf.reduce_sum(tf.cast(first, tf.int32)))
+        3
+        >>> bool(tf.reduce_all(first != half_members(6, 1, seed=3, epoch=0)))
+        True
+    """
+    order = tf.argsort(tf.random.stateless_uniform(
+        [num_rows], tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])))
+    rank = tf.scatter_nd(order[:, None], tf.range(num_rows), [num_rows])
+    first = rank < num_rows // 2
+    return first if half == 0 else tf.logical_not(first)
+
+
+def epoch_halves(ds: tf.data.Dataset, num_rows: int, half: int, seed: int,
+                 epoch: tf.Variable) -> tf.data.Dataset:
+    """``(features, labels)`` of the elements of ``ds`` in ``half`` of the current epoch's split.
+
+    ``ds`` yields ``(features, (labels, row))``, ``row`` being the element's index among the
+    ``num_rows`` of the whole split. Each pass reads ``epoch`` when it starts, so a pass made
+    in epoch ``k`` yields the rows :func:`half_members` gives for ``(seed, k)``, in the order
+    of ``ds``.
+    """
+
+    def one_epoch(_):
+        keep = half_members(num_rows, half, seed, epoch.read_value())
+        return (ds.filter(lambda features, labels: keep[labels[1]])
+                .map(lambda features, labels: (features, labels[0])))
+
+    return tf.data.Dataset.from_tensors(0).flat_map(
+        tf.autograph.experimental.do_not_convert(one_epoch))
+
+
 def _raw_dataset(split: Split, spec: FeatureSpec) -> tf.data.Dataset:
     missing = [n for n in spec.names if n not in split.features]
     if missing:
@@ -86,6 +126,8 @@ def make_dataset(
     repeat: bool = False,
     input_context: tf.distribute.InputContext | None = None,
     epoch: tf.Variable | None = None,
+    half: int | None = None,
+    half_seed: int = 0,
 ) -> tf.data.Dataset:
     """A dataset of ``(features, labels)`` batches ready for the model core.
 
@@ -99,13 +141,27 @@ def make_dataset(
         input_context: ``tf.distribute`` input context; the data is sharded per worker.
         epoch: an int64 variable holding the current epoch: the shuffle order is then a
             function of ``(seed, epoch)`` (see :func:`seeded_shuffle`).
+        half: 0 or 1, with ``epoch``: only the rows of that half of a 50/50 split of
+            ``split`` drawn afresh every epoch (:func:`epoch_halves`, MTL-NAS's split
+            reshuffled each epoch); the two halves of one epoch are complementary.
+        half_seed: seed of the halves (give both halves the same one).
     """
     if len(split) == 0:
         raise DataError("Cannot build a dataset from an empty split.")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if half not in (None, 0, 1):
+        raise ValueError(f"half must be None, 0 or 1, got {half!r}.")
+    if half is not None and epoch is None:
+        raise ValueError("Halves drawn afresh every epoch need the epoch variable.")
+    rows = len(split) if half is None else (len(split) // 2 if half == 0
+                                           else len(split) - len(split) // 2)
     preprocessor = FeaturePreprocessor(spec)
     ds = _raw_dataset(split, spec)
+    if half is not None:
+        # The row's index in the whole split travels with it (through sharding and the
+        # cache) until the epoch's half is picked.
+        ds = ds.enumerate().map(lambda i, item: (item[0], (item[1], i)))
     if input_context is not None:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
         batch_size = input_context.get_per_replica_batch_size(batch_size)
@@ -128,13 +184,15 @@ def make_dataset(
         .cache()
         .unbatch()
     )
+    if half is not None:
+        ds = epoch_halves(ds, len(split), half, half_seed, epoch)
     if shuffle:
-        ds = seeded_shuffle(ds, min(len(split), 200_000), seed, epoch, repeat)
+        ds = seeded_shuffle(ds, min(rows, 200_000), seed, epoch, repeat)
     elif repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size)
     if empty:
         ds = ds.map(restore)
     if not repeat and input_context is None:
-        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-len(split) // batch_size)))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-rows // batch_size)))
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -62,8 +62,13 @@ def split_dataset(data: DataSource, split: str, batch_size: int, shuffle: bool =
         seed: shuffle seed.
         repeat: repeat forever.
         input_context: ``tf.distribute`` input context (sharding per input pipeline).
-        half: 0 or 1: only one half of the split (in memory: a seeded random half;
-            prepared: every other record).
+        half: 0 or 1: only one half of the split. In memory, with ``epoch``: a 50/50 split
+            drawn afresh every epoch from ``(half_seed, epoch)``
+            (:func:`~tfmtnas.data.pipeline.half_members`; MTL-NAS reshuffles its split
+            each epoch); without ``epoch``: one fixed seeded split (:func:`split_half`).
+            Prepared: every other record, the same halves every epoch (a streamed split
+            has no cheap random 50/50 split per epoch; only the order within each half is
+            reshuffled).
         half_seed: seed that picks the in-memory halves (default ``seed``); give both
             halves the same one.
         shuffle_buffer: records in the shuffle buffer of prepared data (default 100,000).
@@ -79,6 +84,10 @@ def split_dataset(data: DataSource, split: str, batch_size: int, shuffle: bool =
                             part=None if half is None else (half, 2), epoch=epoch, **kwargs)
     if half_seed is None:
         half_seed = 0 if seed is None else seed
+    if half is not None and epoch is not None:
+        return make_dataset(data.splits()[split], data.spec, batch_size, shuffle=shuffle,
+                            seed=seed, repeat=repeat, input_context=input_context,
+                            epoch=epoch, half=half, half_seed=half_seed)
     rows = _in_memory_split(data, split, half, half_seed)
     return make_dataset(rows, data.spec, batch_size, shuffle=shuffle, seed=seed, repeat=repeat,
                         input_context=input_context, epoch=epoch)
@@ -93,6 +102,8 @@ def search_pairs(data: DataSource, halves: bool, batch_size: int, seed: int | No
 
     With ``halves`` the weights train on one half of the training split and the
     architecture on the other (MTL-NAS); otherwise on the training and validation splits.
+    In memory and with ``epoch`` the halves are drawn afresh every epoch, as MTL-NAS does;
+    prepared data keeps its even/odd records (see :func:`split_dataset`).
     The architecture stream repeats as needed. With ``epoch`` (the current epoch in an int64
     variable) both streams' orders are functions of ``(seed, epoch)``, so a resumed search
     reads what the uninterrupted one read. ``input_context`` and ``repeat`` make one

@@ -46,7 +46,7 @@ def run_demo(data_dir: str | None = None, seed: int = 0,
         export_root: where the best model is exported for TF Serving.
     """
     from tfmtnas.data import load_census
-    from tfmtnas.pipelines.searching import SearchConfig, run_search
+    from tfmtnas.pipelines.searching import SearchConfig, child_mode, run_search
     from tfmtnas.pipelines.training import TrainConfig, train_and_evaluate
     from tfmtnas.search import forward_flops, preset
 
@@ -70,7 +70,7 @@ def run_demo(data_dir: str | None = None, seed: int = 0,
     if method:
         cfg = SearchConfig(method=method, seed=seed, model_dir=f"{model_dir}/{method}")
         print(f"\n== {method} search: {cfg.epochs} epochs, then the child: "
-              f"{cfg.child} {cfg.child_epochs} epochs ==", flush=True)
+              f"{child_mode(cfg)} {cfg.child_epochs} epochs ==", flush=True)
         res = run_search(cfg, data=data)
         rows.append(_row(f"{method} child", res.child_metrics, res.cost["child_flops"],
                          res.cost["child_sharing_params"], res.search_seconds))

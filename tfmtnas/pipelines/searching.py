@@ -48,6 +48,9 @@ from tfmtnas.search.methods import make_method, search_space
 from tfmtnas.search.model import SearchModel
 
 CHILD_MODES = ("inherit", "finetune", "retrain")
+# The child each method uses unless told: MTL-NAS evaluates its searched network as it is,
+# without retraining (Gao et al., CVPR 2020); the others fine-tune theirs.
+DEFAULT_CHILD = {"mtlnas": "inherit"}
 ARCH_OPTIMIZERS = {"adam": "Adam", "sgd": "SGD"}
 
 
@@ -76,8 +79,12 @@ class SearchConfig:
     method_options: dict = dataclasses.field(default_factory=dict)
     # Epochs of weight training before the architecture starts to move.
     arch_warmup_epochs: int = 0
-    child: str = "finetune"
+    # inherit, finetune or retrain; None: the method's default (DEFAULT_CHILD).
+    child: str | None = None
     child_epochs: int = 2
+    # MTL-NAS: epochs in which each task's column trains alone (every cross-task edge off)
+    # before the edges are searched, the in-run stand-in for the paper's single-task starts.
+    column_warmup_epochs: int = 0
     seed: int = 0
     jit_compile: bool = True
     model_dir: str | None = None
@@ -139,6 +146,11 @@ class _ArchitectureLog(keras.callbacks.Callback):
         self.writer.flush()
 
 
+def child_mode(cfg: SearchConfig) -> str:
+    """``cfg.child``, or the method's default (inherit for MTL-NAS, finetune for the others)."""
+    return cfg.child if cfg.child is not None else DEFAULT_CHILD.get(cfg.method, "finetune")
+
+
 def arch_optimizer(cfg: SearchConfig) -> keras.optimizers.Optimizer:
     """The architecture optimizer ``cfg`` names, at ``cfg.arch_learning_rate``."""
     return getattr(keras.optimizers, ARCH_OPTIMIZERS[cfg.arch_optimizer])(cfg.arch_learning_rate)
@@ -177,6 +189,9 @@ def _atomic_plot(plot, what, path: Path) -> None:
 def run_search(cfg: SearchConfig, data: DataSource | None = None,
                verbose: int | None = None) -> SearchResult:
     """Search ``cfg.method`` on ``cfg.dataset``, derive the child, evaluate both."""
+    cfg = dataclasses.replace(cfg, child=child_mode(cfg))
+    if cfg.column_warmup_epochs and cfg.method != "mtlnas":
+        raise UserError(f"column_warmup_epochs applies to --method=mtlnas, not {cfg.method}.")
     if cfg.child not in CHILD_MODES:
         raise UserError(f"child must be one of {CHILD_MODES}, got {cfg.child!r}.")
     if cfg.arch_optimizer not in ARCH_OPTIMIZERS:
@@ -214,9 +229,14 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
         jit_compile = False
         verbose = 2 if verbose == 1 else verbose  # Keras refuses a progress bar there
 
+    options = dict(cfg.method_options)
+    if cfg.method == "mtlnas":
+        # As published: the weight step's temperature anneals over the whole search.
+        options.setdefault("temperature_steps", cfg.epochs * steps_per_epoch)
+        options.setdefault("column_warmup", cfg.column_warmup_epochs * steps_per_epoch)
+
     def build() -> SearchModel:
-        built = SearchModel(data.spec, data.tasks,
-                            make_method(cfg.method, space, **cfg.method_options),
+        built = SearchModel(data.spec, data.tasks, make_method(cfg.method, space, **options),
                             arch_optimizer=arch_optimizer(cfg),
                             arch_warmup_steps=cfg.arch_warmup_epochs * steps_per_epoch,
                             embedding_dim=cfg.embedding_dim, tower_units=cfg.tower_units)
@@ -228,9 +248,11 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
         model = build()
         method = model.method
         if model_dir is not None:
+            fast = {} if model.fast_optimizer is None else {
+                "fast_optimizer": model.fast_optimizer}
             resume = EpochCheckpoints(model_dir / CHECKPOINTS, epoch, chief=chief, model=model,
                                       optimizer=model.optimizer,
-                                      arch_optimizer=model.arch_optimizer)
+                                      arch_optimizer=model.arch_optimizer, **fast)
             initial_epoch = resume.restore()
             callbacks.append(resume)
 

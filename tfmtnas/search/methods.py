@@ -99,6 +99,11 @@ def _nddr(name: str, producers: list[str], own: int) -> Mixer:
     return Mixer(name, tuple(ordered), None, "nddr")
 
 
+# The floor of MTL-NAS's annealed temperature: the reference anneals to 0, where
+# sigmoid((a + noise) / t) is already a hard gate in float32 long before.
+_MIN_TEMPERATURE = 1e-3
+
+
 def _fixed(g: MixerGroup) -> tf.Tensor:
     return tf.constant(g.fixed_mask, tf.float32)
 
@@ -151,6 +156,13 @@ class SearchMethod(keras.layers.Layer):
 
     search_queries = False
     joint = False
+    # Weights the method trains at a multiple of the weight learning rate (see fast_weights).
+    fast_lr_multiplier = 1.0
+
+    def fast_weights(self, network) -> list[tf.Variable]:
+        """Weights of ``network`` (the supernet) to train at ``fast_lr_multiplier`` times the
+        weight learning rate; default none."""
+        return []
 
     def network_options(self) -> dict:
         """Extra :class:`RoutingNetwork` arguments the method needs (default none)."""
@@ -308,10 +320,18 @@ class GumbelMatrix(SearchMethod):
 class MTLNAS(SearchMethod):
     """Cross-task edges with minimum-entropy regularisation (Gao et al., CVPR 2020).
 
+    The defaults follow the paper's reference code (its ablation default): NDDR fusion
+    layers learn at 100x the weight learning rate, the weight step's relaxed-Bernoulli
+    temperature anneals as ``temperature * (1 - step / temperature_steps)^2`` when
+    ``temperature_steps`` is set (``tfmtnas-search`` sets it to the whole search),
+    the minimum-entropy term has weight 10 from the first step, and the derived child is
+    used without retraining.
+
     Args:
         spec: a searched NDDR spec (see :func:`search_space` with ``"mtlnas"``).
         entropy_weight: weight of the minimum-entropy regulariser (the paper uses about 10).
-        temperature: temperature of the relaxed Bernoulli gates of the weight step.
+        temperature: temperature of the relaxed Bernoulli gates of the weight step (its
+            start, with ``temperature_steps``).
         init_logit: initial edge logit (0: undecided).
         entropy_warmup: architecture steps over which the regulariser's weight rises linearly
             from 0 to ``entropy_weight`` (default 0: full weight from the first step, as in the
@@ -320,24 +340,56 @@ class MTLNAS(SearchMethod):
             warm-up lets the validation loss move the edges first. Not in the paper.
         cross_init: initial NDDR weight on every cross-task edge, as a multiple of the
             identity (default 0: the fusion starts as the identity on the task's own
-            feature). With 0 the architecture gradient of every edge is exactly zero at the
-            start; a small diagonal (e.g. 0.1, in the spirit of NDDR-CNN's diagonal
-            initialisation, Gao et al., CVPR 2019) lets the validation loss see every edge.
+            feature, the reference's ablation default). With 0 the architecture gradient of
+            every edge is exactly zero at the start, until the (fast) NDDR weights move; a
+            small diagonal (e.g. 0.1, NDDR-CNN's diagonal initialisation, Gao et al., CVPR
+            2019) lets the validation loss see every edge at once.
+        nddr_lr_multiplier: the NDDR fusion layers' (kernels and batch norms) learning rate
+            as a multiple of the weight learning rate (default 100, the paper's; 1: one
+            rate for all weights).
+        temperature_steps: steps over which the temperature anneals from ``temperature``
+            to 0 (polynomial of ``temperature_power``, floored at 1e-3 so the relaxed gates
+            stay finite); 0 (default): constant temperature.
+        temperature_power: power of the annealing polynomial (default 2, the paper's).
+        column_warmup: weight steps at the start in which every cross-task edge is off, so
+            each task's column trains alone (a single-task model on the shared embedding)
+            before the edges are searched; the architecture objective is zero meanwhile.
+            The paper starts its columns from single-task models trained beforehand; this
+            trains them inside the search run. Default 0.
+
+    Example:
+        >>> method = make_method("mtlnas", search_space("mtlnas", ["a", "b"]),
+        ...                      temperature_steps=100)
+        >>> [round(float(method.annealed_temperature(s)), 4) for s in (0, 50, 100)]
+        [1.0, 0.25, 0.001]
     """
 
     method_name = "mtlnas"
 
     def __init__(self, spec, entropy_weight: float = 10.0, temperature: float = 1.0,
                  init_logit: float = 0.0, entropy_warmup: int = 0, cross_init: float = 0.0,
-                 **kwargs):
+                 nddr_lr_multiplier: float = 100.0, temperature_steps: int = 0,
+                 temperature_power: float = 2.0, column_warmup: int = 0, **kwargs):
         super().__init__(spec, **kwargs)
         if any(gate != "nddr" for g in self.groups for gate in g.gates):
             raise ValueError("MTLNAS searches NDDR mixers only; use search_space('mtlnas').")
-        if int(entropy_warmup) != entropy_warmup or entropy_warmup < 0:
-            raise ValueError(f"entropy_warmup must be an integer >= 0, got {entropy_warmup!r}.")
+        for name, value in (("entropy_warmup", entropy_warmup),
+                            ("temperature_steps", temperature_steps),
+                            ("column_warmup", column_warmup)):
+            if int(value) != value or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}.")
+        if not nddr_lr_multiplier > 0:
+            raise ValueError(f"nddr_lr_multiplier must be > 0, got {nddr_lr_multiplier!r}.")
+        if not temperature > 0 or not temperature_power > 0:
+            raise ValueError(f"temperature and temperature_power must be > 0, got "
+                             f"{temperature!r}, {temperature_power!r}.")
         self.entropy_weight, self.temperature = float(entropy_weight), float(temperature)
         self.init_logit = float(init_logit)
         self.entropy_warmup, self.cross_init = int(entropy_warmup), float(cross_init)
+        self.fast_lr_multiplier = float(nddr_lr_multiplier)
+        self.temperature_steps, self.temperature_power = (int(temperature_steps),
+                                                          float(temperature_power))
+        self.column_warmup = int(column_warmup)
         self.edge_logits = [self.add_weight(name=f"edges_{i}", shape=g.shape, dtype="float32",
                                             initializer=keras.initializers.Constant(init_logit))
                             for i, g in enumerate(self.groups)]
@@ -351,6 +403,22 @@ class MTLNAS(SearchMethod):
             own[r, g.first[r]] = 1
         return own
 
+    def fast_weights(self, network):
+        return network.nddr_variables()
+
+    def annealed_temperature(self, step) -> tf.Tensor:
+        """The weight step's temperature at ``step``.
+
+        ``temperature * (1 - step / temperature_steps)^temperature_power``, at least 1e-3
+        (0 at the end in the reference, where the relaxed gates become hard); constant
+        without ``temperature_steps``.
+        """
+        if not self.temperature_steps:
+            return tf.constant(self.temperature)
+        left = 1.0 - tf.minimum(tf.cast(step, tf.float32) / float(self.temperature_steps), 1.0)
+        return tf.maximum(self.temperature * tf.pow(left, self.temperature_power),
+                          _MIN_TEMPERATURE)
+
     def _edge_entries(self, g: MixerGroup, own: np.ndarray) -> np.ndarray:
         return (g.candidates > 0) & (own == 0) & g.searched[:, None]
 
@@ -359,7 +427,9 @@ class MTLNAS(SearchMethod):
         for i, (g, a, own) in enumerate(zip(self.groups, self.edge_logits, self._own)):
             if mode == "weight":
                 noise = _logistic_noise(g.shape, self.noise_seed(mode, step, i))
-                gate = tf.sigmoid((a + noise) / self.temperature)
+                gate = tf.sigmoid((a + noise) / self.annealed_temperature(step))
+                if self.column_warmup:
+                    gate = tf.where(tf.cast(step, tf.int64) < self.column_warmup, 0.0, gate)
             elif mode == "arch":
                 gate = tf.sigmoid(a)
             else:
@@ -384,7 +454,11 @@ class MTLNAS(SearchMethod):
         return self.entropy_weight * tf.minimum(1.0, ramp)
 
     def arch_objective(self, task_loss, aux, step):
-        return task_loss + self.entropy_scale(step) * self.entropy(aux)
+        objective = task_loss + self.entropy_scale(step) * self.entropy(aux)
+        if self.column_warmup:
+            # Zero gradients leave the edges where they are (SGD and Adam alike).
+            objective *= tf.cast(tf.cast(step, tf.int64) >= self.column_warmup, tf.float32)
+        return objective
 
     def probabilities(self):
         return [np.where(own > 0, 1.0, tf.sigmoid(a).numpy()) * g.candidates
@@ -400,7 +474,11 @@ class MTLNAS(SearchMethod):
     def get_config(self):
         return {**super().get_config(), "entropy_weight": self.entropy_weight,
                 "temperature": self.temperature, "init_logit": self.init_logit,
-                "entropy_warmup": self.entropy_warmup, "cross_init": self.cross_init}
+                "entropy_warmup": self.entropy_warmup, "cross_init": self.cross_init,
+                "nddr_lr_multiplier": self.fast_lr_multiplier,
+                "temperature_steps": self.temperature_steps,
+                "temperature_power": self.temperature_power,
+                "column_warmup": self.column_warmup}
 
 
 def route_table(num_candidates: int, num_queries: int) -> np.ndarray:

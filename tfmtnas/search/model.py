@@ -11,6 +11,12 @@ the training batch's forward pass (single-level training).
 Evaluation and prediction use the method's ``"eval"`` routes (the current most probable
 architecture).
 
+A method may name weights that learn faster than the others
+(:meth:`~tfmtnas.search.methods.SearchMethod.fast_weights`, e.g. MTL-NAS's NDDR fusion layers
+at 100x the rate, Gao et al., CVPR 2020): they get their own copy of the weight optimizer at
+the learning rate times the method's ``fast_lr_multiplier``, so their update is exactly the
+multiple of the update the base optimizer would make (SGD, Adam and LazyAdam alike).
+
 Example:
     >>> space = search_space("gumbel", [t.name for t in data.tasks])
     >>> model = SearchModel(data.spec, data.tasks, make_method("gumbel", space))
@@ -69,6 +75,11 @@ class SearchModel(MultiTaskModel):
         super().compile(optimizer=optimizer, **kwargs)
         self.optimizer.build(self.weight_variables())
         self.arch_optimizer.build(self.method.trainable_variables)
+        fast = self.fast_variables()
+        self.fast_optimizer = (scaled_optimizer(self.optimizer, self.method.fast_lr_multiplier)
+                               if fast else None)
+        if fast:
+            self.fast_optimizer.build(fast)
 
     def logits(self, features, training=False, mode: str = "eval"):
         routes, _ = self.method.sample(mode, self.search_step)
@@ -84,14 +95,23 @@ class SearchModel(MultiTaskModel):
         """Supernet and towers under ``routes``: embedded features -> logits ``[B, T]``."""
         return self.towers(list(self.sharing(x, routes=routes, training=training)))
 
+    def fast_variables(self) -> list[tf.Variable]:
+        """Weights updated at ``fast_lr_multiplier`` times the rate (none at multiplier 1)."""
+        if self.method.fast_lr_multiplier == 1.0:
+            return []
+        return self.method.fast_weights(self.sharing)
+
     def weight_variables(self) -> list[tf.Variable]:
-        arch = {id(v) for v in self.method.trainable_variables}
-        return [v for v in self.trainable_variables if id(v) not in arch]
+        """Weights of the base weight optimizer: not architecture, not fast weights."""
+        other = {id(v) for v in self.method.trainable_variables}
+        other |= {id(v) for v in self.fast_variables()}
+        return [v for v in self.trainable_variables if id(v) not in other]
 
     def train_step(self, data):
         (x_train, y_train), (x_val, y_val) = data
         step = self.search_step
         weight_vars = self.weight_variables()
+        fast_vars = self.fast_variables()
         arch_vars = self.method.trainable_variables
         # Under a tf.distribute strategy each replica's task loss is its share of the global
         # mean (its own mean / replicas) and the optimizers sum the replicas' gradients. The
@@ -107,8 +127,10 @@ class SearchModel(MultiTaskModel):
             if self.method.joint:
                 arch_loss = self.method.arch_objective(task_loss * replicas, aux,
                                                        step) / replicas
-        grads = tape.gradient(loss, weight_vars)
-        self.optimizer.apply_gradients(zip(grads, weight_vars))
+        grads = tape.gradient(loss, weight_vars + fast_vars)
+        self.optimizer.apply_gradients(zip(grads[:len(weight_vars)], weight_vars))
+        if fast_vars:
+            self.fast_optimizer.apply_gradients(zip(grads[len(weight_vars):], fast_vars))
         if self.method.joint:
             arch_grads = tape.gradient(arch_loss, arch_vars)
             del tape
@@ -135,3 +157,24 @@ class SearchModel(MultiTaskModel):
 
     def get_config(self):
         raise NotImplementedError("Save a search with checkpoints; export its derived child.")
+
+
+def scaled_optimizer(optimizer: keras.optimizers.Optimizer,
+                     multiplier: float) -> keras.optimizers.Optimizer:
+    """A fresh optimizer of ``optimizer``'s class and settings at ``multiplier`` times its rate.
+
+    Its update of a variable is ``multiplier`` times the update ``optimizer`` would make
+    from the same gradients and state (SGD, momentum, Adam: the rate scales the step).
+
+    Example:
+        >>> fast = scaled_optimizer(keras.optimizers.SGD(0.01), 100.0)
+        >>> round(float(fast.learning_rate), 6)
+        1.0
+    """
+    config = optimizer.get_config()
+    rate = config.get("learning_rate")
+    if isinstance(rate, dict):  # a serialised schedule
+        raise ValueError(f"A learning-rate multiplier needs a constant learning rate; the weight "
+                         f"optimizer has {rate!r}.")
+    config.update(learning_rate=float(rate) * float(multiplier), name=f"{config['name']}_fast")
+    return type(optimizer).from_config(config)

@@ -220,6 +220,14 @@ class RoutingNetwork(keras.layers.Layer):
             gates.nddr_bn.build(tf.TensorShape([None, len(nddr) * h_p]))
         return gates
 
+    def nddr_variables(self) -> list[tf.Variable]:
+        """The NDDR fusion layers' trainable weights: kernels, batch-norm scales and offsets."""
+        out = []
+        for gates in self.group_gates:
+            if gates.nddr_weights is not None:
+                out += [gates.nddr_weights, *gates.nddr_bn.trainable_variables]
+        return out
+
     # -- call --------------------------------------------------------------------------
     def call(self, inputs, routes: Sequence[Mapping] | None = None, training=None):
         """Outputs per task; ``routes[g]`` may hold ``"mask"`` and ``"query"`` for group g."""
