@@ -25,18 +25,28 @@ def _numpy_lazy_adam(w, grads, lr=0.01, b1=0.9, b2=0.999, eps=1e-7):
     return w
 
 
-def test_sparse_steps_match_numpy_reference_with_duplicate_rows():
+@pytest.mark.parametrize("masked_rows_per_id", [0.0, 8.0, 1e9],
+                         ids=["rows-form", "auto", "masked-form"])
+@pytest.mark.parametrize("in_graph", [False, True], ids=["eager", "tf.function"])
+def test_sparse_steps_match_numpy_reference_with_duplicate_rows(masked_rows_per_id, in_graph):
     rng = np.random.default_rng(0)
     w0 = rng.normal(size=(6, 3)).astype("float32")
     steps = [[(1, rng.normal(size=3)), (4, rng.normal(size=3)), (1, rng.normal(size=3))],
              [(4, rng.normal(size=3))],
              [(0, rng.normal(size=3)), (1, rng.normal(size=3))]]
     table = tf.Variable(w0)
-    opt = LazyAdam(0.01)
+    opt = LazyAdam(0.01, masked_rows_per_id=masked_rows_per_id)
+    apply = opt.apply_gradients
+    if in_graph:
+        apply = tf.function(lambda g, rows: opt.apply_gradients(
+            [(tf.IndexedSlices(g, rows, tf.constant([6, 3])), table)]), reduce_retracing=True)
     for pairs in steps:
         rows = tf.constant([r for r, _ in pairs])
         values = tf.constant(np.stack([g for _, g in pairs]).astype("float32"))
-        opt.apply_gradients([(tf.IndexedSlices(values, rows, tf.constant([6, 3])), table)])
+        if in_graph:
+            apply(values, rows)
+        else:
+            apply([(tf.IndexedSlices(values, rows, tf.constant([6, 3])), table)])
     want = _numpy_lazy_adam(w0, steps)
     np.testing.assert_allclose(table.numpy(), want, rtol=1e-5, atol=1e-6)
     # Rows 2, 3 and 5 never appeared: exactly unchanged, as are their moments.
@@ -45,16 +55,47 @@ def test_sparse_steps_match_numpy_reference_with_duplicate_rows():
     assert len(slots) == 2 and all(np.all(s[[2, 3, 5]] == 0) for s in slots)
 
 
-def test_dense_gradients_are_plain_adam():
+@pytest.mark.parametrize("fuse_dense", [True, False], ids=["xla-fused", "tf-ops"])
+def test_dense_gradients_are_plain_adam(fuse_dense):
     rng = np.random.default_rng(1)
-    a, b = tf.Variable(rng.normal(size=(3, 2)).astype("float32")), None
-    b = tf.Variable(a.numpy())
-    lazy, adam = LazyAdam(0.05), keras.optimizers.Adam(0.05)
+    a, a2 = (tf.Variable(rng.normal(size=(3, 2)).astype("float32")) for _ in range(2))
+    b, b2 = tf.Variable(a.numpy()), tf.Variable(a2.numpy())
+    lazy, adam = LazyAdam(0.05, fuse_dense=fuse_dense), keras.optimizers.Adam(0.05)
     for _ in range(4):
-        g = tf.constant(rng.normal(size=(3, 2)).astype("float32"))
-        lazy.apply_gradients([(g, a)])
-        adam.apply_gradients([(g, b)])
+        g, g2 = (tf.constant(rng.normal(size=(3, 2)).astype("float32")) for _ in range(2))
+        lazy.apply_gradients([(g, a), (g2, a2)])  # same shapes: each keeps its own moments
+        adam.apply_gradients([(g, b), (g2, b2)])
     np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(a2.numpy(), b2.numpy(), rtol=1e-6)
+    assert lazy._fusing() is fuse_dense
+
+
+def test_both_sparse_forms_train_a_model_to_the_same_weights():
+    spec = FeatureSpec([CategoricalFeature("user", hash_bins=300),
+                        CategoricalFeature("item", hash_bins=200)], [NumericFeature("x")])
+    rng = np.random.default_rng(3)
+    ids = np.stack([rng.integers(0, 300, 64), 300 + rng.integers(0, 200, 64)], 1)
+    batch = ({"categorical": ids.astype("int32"), "numeric": rng.normal(size=(64, 1))},
+             {"click": (rng.random(64) < 0.4).astype("float32")})
+    weights = []
+    for masked in (0.0, 1e9):
+        keras.utils.set_random_seed(0)
+        model = MultiTaskModel(spec, [TaskSpec("click")],
+                               sharing={"kind": "mmoe", "expert_units": [8]})
+        model.compile(LazyAdam(0.01, masked_rows_per_id=masked))
+        for _ in range(3):
+            model.train_on_batch(*batch)
+        weights.append([w.numpy() for w in model.weights])
+    for rows_form, masked_form in zip(*weights):
+        np.testing.assert_allclose(rows_form, masked_form, rtol=1e-5, atol=1e-7)
+
+
+def test_lazy_adam_config_round_trip_and_bad_ratio():
+    opt = LazyAdam(0.02, masked_rows_per_id=3, fuse_dense=False)
+    again = LazyAdam.from_config(opt.get_config())
+    assert (again.masked_rows_per_id, again.fuse_dense) == (3.0, False)
+    with pytest.raises(ValueError, match="masked_rows_per_id must be >= 0, got -1"):
+        LazyAdam(masked_rows_per_id=-1)
 
 
 def test_training_step_changes_only_the_rows_the_batch_touched():
