@@ -210,3 +210,17 @@ def test_all_binary_towers_keep_their_variables():
     assert model.towers.output_units is None
     assert [tuple(w.shape) for w in model.towers.weights] == [(2, 8, 4), (2, 4), (2, 4, 1),
                                                               (2, 1)]
+
+
+def test_multiclass_model_config_round_trips():
+    model = _mc_model()
+    config = model.get_config()
+    assert config["tasks"][1] == {"name": "digit", "kind": "multiclass", "weight": 1.0,
+                                  "num_classes": 4, "top_k": 2}
+    again = MultiTaskModel.from_config(config)
+    assert again.tasks == model.tasks and again.towers.output_units == (1, 4)
+    x, _ = _batch(4)
+    again(x)
+    again.set_weights(model.get_weights())
+    np.testing.assert_allclose(again(x)["digit"].numpy(), model(x)["digit"].numpy(),
+                               rtol=1e-6)
