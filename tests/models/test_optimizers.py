@@ -27,8 +27,10 @@ def _numpy_lazy_adam(w, grads, lr=0.01, b1=0.9, b2=0.999, eps=1e-7):
 
 @pytest.mark.parametrize("masked_rows_per_id", [0.0, 8.0, 1e9],
                          ids=["rows-form", "auto", "masked-form"])
-@pytest.mark.parametrize("in_graph", [False, True], ids=["eager", "tf.function"])
+@pytest.mark.parametrize("in_graph", [False, True, "xla"],
+                         ids=["eager", "tf.function", "keras-xla-updates"])
 def test_sparse_steps_match_numpy_reference_with_duplicate_rows(masked_rows_per_id, in_graph):
+    """``keras-xla-updates``: Keras compiles every update with XLA, as it does on GPU."""
     rng = np.random.default_rng(0)
     w0 = rng.normal(size=(6, 3)).astype("float32")
     steps = [[(1, rng.normal(size=3)), (4, rng.normal(size=3)), (1, rng.normal(size=3))],
@@ -36,6 +38,8 @@ def test_sparse_steps_match_numpy_reference_with_duplicate_rows(masked_rows_per_
              [(0, rng.normal(size=3)), (1, rng.normal(size=3))]]
     table = tf.Variable(w0)
     opt = LazyAdam(0.01, masked_rows_per_id=masked_rows_per_id)
+    if in_graph == "xla":
+        opt.jit_compile = True  # what Keras sets where a GPU is present
     apply = opt.apply_gradients
     if in_graph:
         apply = tf.function(lambda g, rows: opt.apply_gradients(

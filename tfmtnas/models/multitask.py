@@ -14,6 +14,7 @@ Multi-gate Mixture-of-Experts" (KDD 2018); the sharing layers cite their own pap
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -46,6 +47,10 @@ def _make_task(task: TaskSpec) -> tfrs.tasks.Ranking:
         loss=keras.losses.MeanSquaredError(reduction="sum"),
         metrics=[keras.metrics.RootMeanSquaredError(name=f"{task.name}_rmse")],
         name=f"{task.name}_task")
+
+
+DEFAULT_STEPS_PER_EXECUTION = 8
+"""Training steps per call of the train function unless ``compile`` is told otherwise."""
 
 
 class MultiTaskModel(tfrs.Model):
@@ -108,8 +113,12 @@ class MultiTaskModel(tfrs.Model):
                 "numeric": tf.zeros([batch, len(self.spec.numeric)])}
 
     def compile(self, optimizer="adam", jit_compile: bool = True, full_jit: bool = False,
-                **kwargs):
+                steps_per_execution: int | None = None, **kwargs):
         """Compile for training.
+
+        Example:
+            >>> model.compile(make_optimizer("lazy_adam", 1e-3))  # 8 steps per call
+            >>> model.compile("adam", steps_per_execution=1)      # one step per call
 
         Args:
             optimizer: the weight optimizer.
@@ -120,8 +129,19 @@ class MultiTaskModel(tfrs.Model):
                 docs/results.md, "Training throughput").
             full_jit: with ``jit_compile``, compile the whole train step instead (Keras's
                 own ``jit_compile=True``).
+            steps_per_execution: training steps per call of the compiled train function
+                (Keras' argument). Default None: :data:`DEFAULT_STEPS_PER_EXECUTION` (8),
+                or 1 under a ``ParameterServerStrategy``, whose coordinator schedules one
+                step per call. Fewer calls save Keras' Python work and the function launch
+                of every step (docs/results.md, "Where a training step's time goes"). A
+                callback's ``on_train_batch_end`` then runs once per call, with the index of
+                its last batch.
             **kwargs: passed to ``keras.Model.compile``.
         """
+        if steps_per_execution is None:
+            steps_per_execution = (1 if isinstance(self.distribute_strategy,
+                                                   tf.distribute.ParameterServerStrategy)
+                                   else DEFAULT_STEPS_PER_EXECUTION)
         if not self.built:
             self(self.dummy_features())  # variables exist before any compiled function
         # Over several synchronous replicas the core may hold synchronisation points (the
@@ -130,7 +150,43 @@ class MultiTaskModel(tfrs.Model):
         self.core_jit = (bool(jit_compile) and not full_jit
                          and self.distribute_strategy.num_replicas_in_sync == 1)
         super().compile(optimizer=optimizer, jit_compile=bool(jit_compile and full_jit),
-                        **kwargs)
+                        steps_per_execution=steps_per_execution, **kwargs)
+
+    @contextlib.contextmanager
+    def _single_step_calls(self, make_function):
+        """One step per call of a train/test/predict function while inside: the
+        ``*_on_batch`` methods hand those functions a single batch.
+
+        The function is made first, with the compiled ``steps_per_execution``, so the one
+        Keras keeps for later ``fit`` calls runs the loop that reads the setting at each
+        call; the setting is then 1 while inside (as Keras' own last partial execution of
+        an epoch does)."""
+        spe = getattr(self, "_steps_per_execution", None)
+        before = None if spe is None else int(spe.numpy())
+        if before in (None, 1):
+            yield
+            return
+        make_function()
+        spe.assign(1)
+        try:
+            yield
+        finally:
+            spe.assign(before)
+
+    def train_on_batch(self, *args, **kwargs):
+        """Keras' ``train_on_batch``: one step, whatever ``steps_per_execution`` is."""
+        with self._single_step_calls(self.make_train_function):
+            return super().train_on_batch(*args, **kwargs)
+
+    def test_on_batch(self, *args, **kwargs):
+        """Keras' ``test_on_batch``: one step, whatever ``steps_per_execution`` is."""
+        with self._single_step_calls(self.make_test_function):
+            return super().test_on_batch(*args, **kwargs)
+
+    def predict_on_batch(self, *args, **kwargs):
+        """Keras' ``predict_on_batch``: one step, whatever ``steps_per_execution`` is."""
+        with self._single_step_calls(self.make_predict_function):
+            return super().predict_on_batch(*args, **kwargs)
 
     def compiled_core(self, fn, *args):
         """``fn(*args)``, through an XLA-compiled ``tf.function`` when ``core_jit`` is on."""

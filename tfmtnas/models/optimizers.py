@@ -91,6 +91,8 @@ class LazyAdam(keras.optimizers.Adam):
                 "fuse_dense": self.fuse_dense}
 
     def _deduplicate_sparse_grad(self, grads):
+        if self.jit_compile:  # updates run in XLA (GPU), which has no unique: Keras sums first
+            return super()._deduplicate_sparse_grad(grads)
         # Duplicates are summed in update_step, by whichever form the step takes.
         return list(grads)
 
@@ -136,9 +138,12 @@ class LazyAdam(keras.optimizers.Adam):
     def _row_update(self, gradient, variable, m, v):
         """Sum duplicates, then update the touched rows through gathers and scatters."""
         dtype = variable.dtype
-        rows, positions = tf.unique(gradient.indices)
-        g = tf.math.unsorted_segment_sum(tf.cast(gradient.values, dtype), positions,
-                                         tf.shape(rows)[0])
+        if self.jit_compile:  # Keras summed the duplicates already (XLA has no unique)
+            rows, g = gradient.indices, tf.cast(gradient.values, dtype)
+        else:
+            rows, positions = tf.unique(gradient.indices)
+            g = tf.math.unsorted_segment_sum(tf.cast(gradient.values, dtype), positions,
+                                             tf.shape(rows)[0])
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         m_rows = beta_1 * tf.gather(m, rows) + (1 - beta_1) * g
         v_rows = beta_2 * tf.gather(v, rows) + (1 - beta_2) * tf.square(g)

@@ -155,12 +155,18 @@ class FaultPoints(keras.callbacks.Callback):
         super().__init__()
         self.name = name
         self._epoch = 0
+        self._first = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self._first = batch
+
     def on_train_batch_end(self, batch, logs=None):
-        fault_point(f"{self.name}_batch_{self._epoch}_{batch}")
+        # One call per execution of steps_per_execution steps: every batch it ran.
+        for b in range(min(self._first, batch), batch + 1):
+            fault_point(f"{self.name}_batch_{self._epoch}_{b}")
 
     def on_epoch_end(self, epoch, logs=None):
         fault_point(f"{self.name}_epoch_{epoch}")
@@ -187,6 +193,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         # Under ParameterServerStrategy batch logs are RemoteValues (fetched when checked).
         self._supports_tf_logs = True
         self._epoch = 0
+        self._first = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -202,8 +209,13 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                         f"{step}; nothing of this epoch was saved. Lower --learning_rate, or "
                         f"look for extreme values in the data.")
 
+    def on_train_batch_begin(self, batch, logs=None):
+        self._first = batch
+
     def on_train_batch_end(self, batch, logs=None):
-        if (batch + 1) % self.every == 0:
+        # Keras calls this once per execution of steps_per_execution steps: check when the
+        # steps it ran reach a multiple of ``every``.
+        if (batch + 1) // self.every > min(self._first, batch) // self.every:
             self._check(logs, f", step {batch + 1}")
 
     def on_epoch_end(self, epoch, logs=None):
