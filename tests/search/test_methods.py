@@ -127,8 +127,8 @@ def test_mtnas_normalized_advantage():
 # ---- Gumbel matrix -------------------------------------------------------------------------
 
 def gumbel(**kwargs) -> GumbelMatrix:
-    return make_method("gumbel", search_space("gumbel", ["a", "b"], num_layers=2,
-                                              num_experts=3, expert_units=(4,)), **kwargs)
+    return make_method("gumbel_experts", search_space("gumbel_experts", ["a", "b"], num_layers=2,
+                                                      num_experts=3, expert_units=(4,)), **kwargs)
 
 
 def test_gumbel_temperature_schedule():

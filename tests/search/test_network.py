@@ -254,7 +254,8 @@ def test_nddr_cross_init_scales_the_identity_on_other_candidates():
 def test_an_all_off_mask_row_has_zero_output_and_a_finite_gradient():
     from tfmtnas.search.methods import search_space
 
-    spec = search_space("gumbel", ["a", "b"], num_layers=2, num_experts=3, expert_units=(4,))
+    spec = search_space("gumbel_experts", ["a", "b"], num_layers=2, num_experts=3,
+                        expert_units=(4,))
     net = RoutingNetwork(spec)
     net(X)
     masks = [tf.Variable(np.ones(g.shape, np.float32)) for g in net.groups]

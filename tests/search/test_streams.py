@@ -17,6 +17,7 @@ from tfmtnas.search.streams import (
     _gumbel_difference,
     allocation_overlap,
     plan_layers,
+    stream_flops,
     stream_space,
 )
 
@@ -237,3 +238,23 @@ def test_inherited_child_equals_supernet_under_final_allocation():
     clone.set_weights(child.sharing.get_weights())
     for a, b in zip(clone(child.embedding(x)), child.sharing(child.embedding(x))):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_flops_count_pairs_and_the_cost_term_counts_kept_components():
+    spec = stream_space(["a", "b"], 2, 3, (4,))
+    # Supernet, input 5: layer 0 runs 3 components once (2*5*4 each), layer 1 each of 3 on
+    # both streams (2*4*4); averaging 2 per output value of each of T*C (task, component).
+    want = 3 * 40 + 6 * 32 + 2 * (2 * 3 * 4) * 2
+    assert stream_flops(spec, 5) == want
+    fixed = spec.with_allocations([[[1, 1, 0], [1, 1, 0]], [[1, 0, 0], [0, 1, 0]]])
+    # Child: layer 0 one stream, 2 pairs; layer 1 two pairs on that stream.
+    assert stream_flops(fixed, 5) == 2 * 40 + 2 * 32 + 2 * 4 * (2 + 2)
+    method = GumbelStreams(spec, cost_weight=0.5, seed=0)
+    rng = np.random.default_rng(4)
+    for v in method.trainable_variables:
+        v.assign(rng.normal(size=v.shape).astype(np.float32))
+    _, aux = method.sample("eval", tf.constant(0))
+    p = [1 / (1 + np.exp(-(v.numpy()[..., 0] - v.numpy()[..., 1])))
+         for v in method.trainable_variables]
+    kept = sum((1 - np.prod(1 - q, 0)).sum() for q in p) / 6.0  # component kept by any task
+    np.testing.assert_allclose(float(method.weight_penalty(aux, 0)), 0.5 * kept, rtol=1e-6)

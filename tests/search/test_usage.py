@@ -31,7 +31,7 @@ def _fixed(space: RoutingSpec, masks: list[np.ndarray]) -> RoutingSpec:
     return RoutingSpec(space.tasks, tuple(layers), outputs)
 
 
-@pytest.mark.parametrize("method", ["gumbel", "mtnas"])
+@pytest.mark.parametrize("method", ["gumbel_experts", "mtnas"])
 def test_hard_masks_count_the_experts_that_reach_a_task(method):
     space = search_space(method, TASKS, num_layers=3, num_experts=3, expert_units=(2,))
     usage = ExpertUsage(space)
@@ -48,7 +48,7 @@ def test_hard_masks_count_the_experts_that_reach_a_task(method):
 
 def test_probabilities_give_the_expected_usage():
     """Exact for two layers: Monte Carlo over independent Bernoulli entries agrees."""
-    space = search_space("gumbel", TASKS, num_layers=2, num_experts=3, expert_units=(2,))
+    space = search_space("gumbel_experts", TASKS, num_layers=2, num_experts=3, expert_units=(2,))
     usage = ExpertUsage(space)
     rng = np.random.default_rng(1)
     probs = [rng.random((3, 3)).astype(np.float32), rng.random((2, 3)).astype(np.float32)]
@@ -65,8 +65,8 @@ def test_probabilities_give_the_expected_usage():
 
 
 def test_gumbel_cost_penalty_is_the_expected_usage():
-    space = search_space("gumbel", TASKS, num_layers=1, num_experts=3, expert_units=(2,))
-    method = make_method("gumbel", space, cost_weight=0.7)
+    space = search_space("gumbel_experts", TASKS, num_layers=1, num_experts=3, expert_units=(2,))
+    method = make_method("gumbel_experts", space, cost_weight=0.7)
     logits = np.array([[2.0, -1.0, 0.0], [-3.0, 1.0, 0.5]], np.float32)
     method.logits[0].assign(logits)
     p = 1 / (1 + np.exp(-logits))
@@ -80,7 +80,7 @@ def test_gumbel_cost_penalty_is_the_expected_usage():
     # d/dphi_ce of 0.7/3 * (1 - prod_c (1 - p_ce)) = 0.7/3 * p_ce (1 - p_ce) prod_{c' != c}
     other = np.prod(1 - p, axis=0, keepdims=True) / (1 - p)
     np.testing.assert_allclose(grad, 0.7 / 3 * p * (1 - p) * other, rtol=1e-4)
-    plain = make_method("gumbel", space)
+    plain = make_method("gumbel_experts", space)
     _, plain_aux = plain.sample("weight", 0)
     assert "usage" not in plain_aux  # unpriced: no usage ops in the step
     assert float(plain.weight_penalty(plain_aux, 0)) == 0.0
@@ -102,7 +102,7 @@ def test_mtnas_reward_pays_for_the_sampled_route():
     assert float(method.baseline) == pytest.approx(reward)  # decay 0: the last reward
 
 
-@pytest.mark.parametrize("method", ["gumbel", "mtnas"])
+@pytest.mark.parametrize("method", ["gumbel_experts", "mtnas"])
 def test_negative_cost_weight_is_rejected(method):
     with pytest.raises(ValueError, match="cost_weight must be >= 0, got -1"):
         make_method(method, search_space(method, TASKS), cost_weight=-1)

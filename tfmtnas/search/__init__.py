@@ -1,4 +1,4 @@
-"""Learn the sharing structure: the routing-graph space, search methods, derived children."""
+"""Learn the sharing structure: the routing-graph and stream spaces, search methods, children."""
 
 from tfmtnas.search.network import RoutingNetwork, forward_flops, mixer_groups
 from tfmtnas.search.spec import (
@@ -11,6 +11,8 @@ from tfmtnas.search.spec import (
     prune,
     reachable,
 )
+from tfmtnas.search.streams import StreamNetwork, StreamSpec, stream_flops, stream_space
 
 __all__ = ["Expert", "Layer", "Mixer", "RoutingNetwork", "RoutingSpec", "SpecError",
-           "forward_flops", "mixer_groups", "preset", "prune", "reachable"]
+           "StreamNetwork", "StreamSpec", "forward_flops", "mixer_groups", "preset", "prune",
+           "reachable", "stream_flops", "stream_space"]

@@ -11,22 +11,31 @@ Each method is a Keras layer that owns the architecture variables of a searched
   a categorical over queries, linear in the candidates); sampled routes in the weight step;
   REINFORCE with a moving-average baseline on the validation reward in the architecture
   step; the final route is the most probable one.
-- :class:`GumbelMatrix` (Maziarz et al., "Flexible Multi-task Networks by Learning Parameter
-  Allocation", arXiv 1910.04915): a Bernoulli per (consumer, component), sampled with a
-  straight-through Gumbel-softmax over {on, off} at temperature ``max(0.5, 50/sqrt(step+1))``;
-  active outputs averaged; an optional budget penalty; evaluation keeps entries with
-  probability > 0.5.
+- ``"gumbel"``: :class:`~tfmtnas.search.streams.GumbelStreams` (Maziarz et al., "Flexible
+  Multi-task Networks by Learning Parameter Allocation", arXiv 1910.04915), as published: a
+  task x component allocation per layer over per-task activation streams
+  (:mod:`tfmtnas.search.streams`).
+- ``"gumbel_experts"``: :class:`GumbelMatrix`, the same Bernoulli/Gumbel-softmax machinery on
+  this module's routing graph: a Bernoulli per (consumer, expert), where consumers are the
+  next layer's experts and the task outputs over one shared activation per layer. Every
+  expert then runs once per example whatever the number of tasks (the streams run a shared
+  component once per distinct task stream), so a child costs at most an MMoE of its experts
+  and its serving cost can be priced (``cost_weight``); what it learns is which experts feed
+  which, not which tasks share a component.
 - :class:`MTLNAS` (Gao et al., "MTL-NAS: Task-Agnostic Neural Architecture Search towards
   General-Purpose Multi-Task Learning", CVPR 2020): one logit per candidate cross-task edge,
   gate ``sigmoid(a)``; relaxed Bernoulli gates in the weight step, deterministic ones in the
   architecture step; a minimum-entropy regulariser on ``sigmoid(a)``; final edges ``a > 0``.
 
 Example:
-    >>> space = search_space("gumbel", ["income", "marital"], expert_units=(32,))
-    >>> method = make_method("gumbel", space)
+    >>> space = search_space("gumbel_experts", ["income", "marital"], expert_units=(32,))
+    >>> method = make_method("gumbel_experts", space)
     >>> routes, aux = method.sample("weight", tf.constant(0))
     >>> [r["mask"].shape for r in routes]  # layer-1 mixers, then the task outputs
     [TensorShape([4, 4]), TensorShape([2, 4])]
+    >>> streams = make_method("gumbel", search_space("gumbel", ["income", "marital"]))
+    >>> [r["mask"].shape for r in streams.sample("weight", tf.constant(0))[0]]  # task x comp.
+    [TensorShape([2, 4]), TensorShape([2, 4])]
 """
 
 from __future__ import annotations
@@ -41,17 +50,21 @@ import tensorflow as tf
 from tfmtnas import keras
 from tfmtnas.search.network import MixerGroup, mixer_groups
 from tfmtnas.search.spec import INPUT, Expert, Layer, Mixer, RoutingSpec
+from tfmtnas.search.streams import GumbelStreams, StreamSpec, stream_space
 from tfmtnas.search.usage import ExpertUsage
 
-METHODS = ("mtnas", "gumbel", "mtlnas")
+METHODS = ("mtnas", "gumbel", "gumbel_experts", "mtlnas")
 MODES = ("weight", "arch", "eval")
 
 
 def search_space(method: str, tasks, num_layers: int = 2, num_experts: int = 4,
-                 expert_units=(64,)) -> RoutingSpec:
+                 expert_units=(64,)) -> RoutingSpec | StreamSpec:
     """The searched supernet each method starts from.
 
-    ``mtnas`` and ``gumbel``: ``num_layers`` layers of ``num_experts`` shared experts; every
+    ``gumbel``: a :class:`~tfmtnas.search.streams.StreamSpec` of ``num_layers`` layers of
+    ``num_experts`` components, every task x component entry searched.
+    ``mtnas`` and ``gumbel_experts``: ``num_layers`` layers of ``num_experts`` shared experts;
+    every
     expert above layer 0 and every task output has its own searched mixer over all experts of
     the layer below (softmax gates for MTNAS, averaging for the Gumbel matrix). ``mtlnas``: one
     column of experts per task and, above layer 0 and at the outputs, an NDDR mixer per task
@@ -65,6 +78,8 @@ def search_space(method: str, tasks, num_layers: int = 2, num_experts: int = 4,
     if num_layers < 1 or num_experts < 1:
         raise ValueError(f"num_layers and num_experts must be >= 1, got {num_layers}, "
                          f"{num_experts}.")
+    if method == "gumbel":
+        return stream_space(tasks, num_layers, num_experts, units)
     if method == "mtlnas":
         layers, prev = [], []
         for depth in range(num_layers):
@@ -232,7 +247,14 @@ class SearchMethod(keras.layers.Layer):
 
 
 class GumbelMatrix(SearchMethod):
-    """Learned binary allocation matrices (Maziarz et al., arXiv 1910.04915).
+    """Learned binary consumer x expert matrices (``gumbel_experts``; the Bernoulli and
+    Gumbel-softmax machinery of Maziarz et al., arXiv 1910.04915, on the routing graph).
+
+    The paper's own space, a task x component allocation over per-task streams, is
+    :class:`~tfmtnas.search.streams.GumbelStreams` (``gumbel``). This variant learns which
+    experts feed which consumers over one shared activation per layer, so every expert runs
+    once per example: use it when the child's serving cost must stay that of its experts
+    (priced with ``cost_weight``), not to learn which tasks share what.
 
     Args:
         spec: a searched spec (see :func:`search_space`).
@@ -248,7 +270,7 @@ class GumbelMatrix(SearchMethod):
             cheaper than using two. Default 0; not in the paper.
     """
 
-    method_name = "gumbel"
+    method_name = "gumbel_experts"
 
     def __init__(self, spec, budget: float | None = None, budget_weight: float = 1.0,
                  init_logit: float = 2.0, joint: bool = True, cost_weight: float = 0.0,
@@ -843,11 +865,12 @@ class MTNAS(SearchMethod):
                 "routes": self.routes}
 
 
-_CLASSES = {"mtnas": MTNAS, "gumbel": GumbelMatrix, "mtlnas": MTLNAS}
+_CLASSES = {"mtnas": MTNAS, "gumbel": GumbelStreams, "gumbel_experts": GumbelMatrix,
+            "mtlnas": MTLNAS}
 
 
-def make_method(name: str, spec: RoutingSpec, **kwargs) -> SearchMethod:
-    """The search method ``name`` over the searched ``spec``."""
+def make_method(name: str, spec: RoutingSpec | StreamSpec, **kwargs) -> SearchMethod:
+    """The search method ``name`` over the searched ``spec`` (``gumbel``: a stream spec)."""
     if name not in _CLASSES:
         raise ValueError(f"Unknown search method {name!r}; choose one of {', '.join(METHODS)}.")
     return _CLASSES[name](spec, name=f"{name}_architecture", **kwargs)

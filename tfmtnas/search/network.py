@@ -313,12 +313,18 @@ class RoutingNetwork(keras.layers.Layer):
                 "prune_fixed": self.prune_fixed, "nddr_cross_init": self.nddr_cross_init}
 
 
-def forward_flops(spec: RoutingSpec, input_dim: int) -> int:
+def forward_flops(spec, input_dim: int) -> int:
     """Multiply-add FLOPs (2 per MAC) of one example through the pruned network of ``spec``.
 
     Counts expert matmuls, gate logits and the mixing sums, as :class:`RoutingNetwork`
-    computes them; a searched spec is counted as its supernet.
+    computes them; a searched spec is counted as its supernet. A
+    :class:`~tfmtnas.search.streams.StreamSpec` is counted by
+    :func:`~tfmtnas.search.streams.stream_flops`.
     """
+    from tfmtnas.search.streams import StreamSpec, stream_flops
+
+    if isinstance(spec, StreamSpec):
+        return stream_flops(spec, input_dim)
     spec = prune(spec) if not spec.searched else spec
     total, d_in = 0, input_dim
     widths = [ly.units[-1] for ly in spec.layers]

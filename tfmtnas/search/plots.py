@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from tfmtnas.search.network import mixer_groups
 from tfmtnas.search.spec import INPUT, RoutingSpec
+from tfmtnas.search.streams import StreamSpec
 
 
 def _figure(figsize: tuple[float, float]) -> Figure:
@@ -28,7 +30,12 @@ def _figure(figsize: tuple[float, float]) -> Figure:
 
 
 def plot_allocation(method, path: str | Path) -> Path:
-    """One heat map per mixer group: consumers x candidate experts, shaded by probability."""
+    """One heat map per mixer group: consumers x candidate experts, shaded by probability.
+
+    For a stream space (the Gumbel matrix as published): one task x component map per layer.
+    """
+    if isinstance(method.spec, StreamSpec):
+        return _plot_stream_allocation(method, path)
     groups = method.groups
     probs = method.probabilities()
     producers = [[e.name for e in method.spec.layers[g.producer_layer].experts] for g in groups]
@@ -48,14 +55,37 @@ def plot_allocation(method, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def _plot_stream_allocation(method, path) -> Path:
+    spec, probs = method.spec, method.probabilities()
+    fig = _figure((3.2 * len(spec.layers) + 1, 0.5 * len(spec.tasks) + 2.2))
+    axes = fig.subplots(1, len(spec.layers), squeeze=False)
+    for i, (ax, ly, p) in enumerate(zip(axes[0], spec.layers, probs)):
+        im = ax.imshow(p, vmin=0, vmax=1, cmap="Blues")
+        ax.set_xticks(range(len(ly.components)), ly.components, rotation=60, fontsize=7)
+        ax.set_yticks(range(len(spec.tasks)), spec.tasks, fontsize=7)
+        for (r, c), val in _cells(p):
+            ax.text(c, r, f"{val:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if val > 0.6 else "black")
+        ax.set_title(f"layer {i}", fontsize=8)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="P(task uses component)")
+    fig.suptitle(f"{method.method_name}: learned allocation", fontsize=9)
+    return _save(fig, path)
+
+
 def _cells(p):
     for r in range(p.shape[0]):
         for c in range(p.shape[1]):
             yield (r, c), float(p[r, c])
 
 
-def plot_graph(spec: RoutingSpec, path: str | Path) -> Path:
-    """The fixed graph: input at the bottom, expert layers, task outputs on top; active edges."""
+def plot_graph(spec: RoutingSpec | StreamSpec, path: str | Path) -> Path:
+    """The fixed graph: input at the bottom, expert layers, task outputs on top; active edges.
+
+    A stream spec draws each layer's kept components and, per task, an edge from every
+    component of its allocation to the task (its stream's row).
+    """
+    if isinstance(spec, StreamSpec):
+        return _plot_stream_graph(spec, path)
     rows = [[INPUT]] + [[e.name for e in ly.experts] for ly in spec.layers] + [list(spec.tasks)]
     pos = {}
     for y, row in enumerate(rows):
@@ -83,6 +113,31 @@ def plot_graph(spec: RoutingSpec, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+def _plot_stream_graph(spec: StreamSpec, path) -> Path:
+    spec = spec.prune()
+    rows = [ly.components for ly in spec.layers]
+    fig = _figure((max(4, 1.3 * max(len(spec.tasks), *map(len, rows))),
+                   1.4 * len(spec.layers) + 0.6))
+    ax = fig.subplots()
+    colors = [f"C{t % 10}" for t in range(len(spec.tasks))]
+    for y, (ly, row) in enumerate(zip(spec.layers, rows)):
+        a = ly.matrix(len(spec.tasks))
+        for c, name in enumerate(row):
+            x = (c + 1) / (len(row) + 1)
+            users = [spec.tasks[t] for t in np.flatnonzero(a[:, c])]
+            ax.text(x, y, f"{name}\n{', '.join(users)}", ha="center", va="center", fontsize=6,
+                    bbox=dict(boxstyle="round", fc="#9cc3e6", ec="#444444"))
+    for t, task in enumerate(spec.tasks):
+        ax.text((t + 1) / (len(spec.tasks) + 1), len(spec.layers), task, ha="center",
+                va="center", fontsize=7, color=colors[t],
+                bbox=dict(boxstyle="round", fc="#f4d35e", ec="#444444"))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.5, len(spec.layers) + 0.5)
+    ax.axis("off")
+    ax.set_title("derived allocation: components and the tasks using them", fontsize=9)
+    return _save(fig, path)
+
+
 def _edge(ax, a, b):
     ax.plot([a[0], b[0]], [a[1], b[1]], color="#555555", lw=1, zorder=0)
 
@@ -95,8 +150,16 @@ def _save(fig, path) -> Path:
 
 
 def allocation_scalars(method) -> dict[str, float]:
-    """``{"group/consumer/expert": probability}`` for TensorBoard."""
+    """``{"group/consumer/expert": probability}`` for TensorBoard (``layer/task/component``
+    for a stream space)."""
     out = {}
+    if isinstance(method.spec, StreamSpec):
+        for i, (ly, p) in enumerate(zip(method.spec.layers, method.probabilities())):
+            if ly.searched:
+                for t, task in enumerate(method.spec.tasks):
+                    for c, name in enumerate(ly.components):
+                        out[f"arch/l{i}/{task}/{name}"] = float(p[t, c])
+        return out
     for g_i, (g, p) in enumerate(zip(mixer_groups(method.spec), method.probabilities())):
         names = [e.name for e in method.spec.layers[g.producer_layer].experts]
         for r, consumer in enumerate(g.names):

@@ -411,6 +411,10 @@ class GumbelStreams(keras.layers.Layer):
         budget_weight: weight of the budget penalty (default 1.0, the reference's
             task-clusters setting).
         joint: train the router on the training batch with the weights (default True).
+        cost_weight: weight of the expected fraction of components the child keeps (a
+            component is kept if any task uses it: ``1 - prod_t (1 - p[t, c])``) in the
+            loss. Unlike the budget, which counts each task's components, it makes sharing
+            a component cheaper than using two. Default 0; not in the paper.
         seed: base seed of the sampled allocations (default: from Python's RNG, which
             ``keras.utils.set_random_seed`` seeds).
 
@@ -429,7 +433,7 @@ class GumbelStreams(keras.layers.Layer):
     def __init__(self, spec: StreamSpec | Mapping, init_probability: float = 0.5,
                  temperature_init: float = 50.0, temperature_min: float = 0.5,
                  budget: float | None = None, budget_weight: float = 1.0, joint: bool = True,
-                 seed: int | None = None, **kwargs):
+                 cost_weight: float = 0.0, seed: int | None = None, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         spec = spec if isinstance(spec, StreamSpec) else StreamSpec.from_dict(spec)
@@ -445,6 +449,9 @@ class GumbelStreams(keras.layers.Layer):
             raise ValueError(f"budget must be in [0, 1] or None, got {budget!r}.")
         if not budget_weight >= 0:
             raise ValueError(f"budget_weight must be >= 0, got {budget_weight!r}.")
+        if not cost_weight >= 0:
+            raise ValueError(f"cost_weight must be >= 0, got {cost_weight!r}.")
+        self.cost_weight = float(cost_weight)
         self.spec = spec
         self.init_probability = float(init_probability)
         self.temperature_init = float(temperature_init)
@@ -530,11 +537,22 @@ class GumbelStreams(keras.layers.Layer):
             return tf.constant(0.0)
         return self.budget_weight * tf.reduce_sum(tf.nn.relu(self.task_usage(aux) - self.budget))
 
+    def kept_fraction(self, aux: dict) -> tf.Tensor:
+        """Expected fraction of all components some task uses (entries independent)."""
+        kept = [tf.reduce_sum(1.0 - tf.reduce_prod(1.0 - p, 0)) for p in aux["p_on"]]
+        fixed = sum(float(ly.matrix(len(self.spec.tasks)).any(0).sum())
+                    for ly in self.spec.layers if not ly.searched)
+        total = sum(len(ly.components) for ly in self.spec.layers)
+        return (tf.add_n(kept) + fixed) / float(total)
+
     def weight_penalty(self, aux: dict, step: tf.Tensor) -> tf.Tensor:
-        return self.budget_penalty(aux)
+        penalty = self.budget_penalty(aux)
+        if self.cost_weight:
+            penalty += self.cost_weight * self.kept_fraction(aux)
+        return penalty
 
     def arch_objective(self, task_loss: tf.Tensor, aux: dict, step: tf.Tensor) -> tf.Tensor:
-        return task_loss + self.budget_penalty(aux)
+        return task_loss + self.weight_penalty(aux, step)
 
     def probabilities(self) -> list[np.ndarray]:
         """Per layer ``[T, C]``: the probability each task uses each component."""
@@ -558,7 +576,40 @@ class GumbelStreams(keras.layers.Layer):
                 "init_probability": self.init_probability,
                 "temperature_init": self.temperature_init,
                 "temperature_min": self.temperature_min, "budget": self.budget,
-                "budget_weight": self.budget_weight, "joint": self.joint, "seed": self.seed}
+                "budget_weight": self.budget_weight, "joint": self.joint,
+                "cost_weight": self.cost_weight, "seed": self.seed}
+
+
+def stream_flops(spec: StreamSpec, input_dim: int) -> int:
+    """Multiply-add FLOPs (2 per MAC) of one example, as :class:`StreamNetwork` computes it.
+
+    A fixed spec: its pruned pairs (a component once per distinct stream that selected it)
+    and the averaging; a searched spec: its supernet (every component on the input at layer
+    0, on every task's stream above).
+
+    Example:
+        >>> spec = stream_space(["a", "b"], 1, 2, (4,))
+        >>> stream_flops(spec, 3), stream_flops(spec.with_allocations([[[1, 0], [1, 0]]]), 3)
+        (80, 32)
+    """
+    pruned = not spec.searched
+    if pruned:
+        spec = spec.prune()
+    plans = plan_layers(spec) if pruned else None
+    total, d, num_tasks = 0, int(input_dim), len(spec.tasks)
+    for i, ly in enumerate(spec.layers):
+        mlp, prev = 0, d
+        for u in ly.units:
+            mlp += 2 * prev * u
+            prev = u
+        if pruned:
+            runs, outputs = len(plans[i].pair_component), int(np.count_nonzero(plans[i].combine))
+        else:
+            runs = len(ly.components) * (1 if i == 0 else num_tasks)
+            outputs = num_tasks * len(ly.components)
+        total += runs * mlp + 2 * outputs * ly.units[-1]
+        d = ly.units[-1]
+    return total
 
 
 def allocation_overlap(allocations: Sequence[np.ndarray]) -> np.ndarray:
