@@ -207,8 +207,9 @@ EDGE_LOGITS = [np.array([[-1.0, 2.0, -0.5], [0.3, -2.0, 1.5], [-0.1, 0.2, 3.0]])
 
 
 def mtlnas(**kwargs) -> MTLNAS:
+    # edge_depth=1: every mixer reads the layer below only (3 x 3 edge logits per group).
     method = make_method("mtlnas", search_space("mtlnas", TASKS3, num_layers=2,
-                                                expert_units=(3,)), **kwargs)
+                                                expert_units=(3,), edge_depth=1), **kwargs)
     for var, v in zip(method.edge_logits, EDGE_LOGITS, strict=True):
         var.assign(v)
     return method
@@ -264,7 +265,7 @@ def test_mtlnas_entropy_warmup_ramps_the_regulariser():
 
 
 def _edge_gradients(cross_init: float) -> list[np.ndarray]:
-    space = search_space("mtlnas", ["a", "b"], num_layers=2, expert_units=(3,))
+    space = search_space("mtlnas", ["a", "b"], num_layers=2, expert_units=(3,), edge_depth=1)
     method = make_method("mtlnas", space, cross_init=cross_init)
     assert method.get_config()["cross_init"] == cross_init
     net = RoutingNetwork(space, **method.network_options())

@@ -15,13 +15,14 @@ from tfmtnas.models import make_optimizer
 from tfmtnas.pipelines.searching import SearchConfig, child_mode
 from tfmtnas.search.methods import _logistic_noise, make_method, search_space
 from tfmtnas.search.model import SearchModel, scaled_optimizer
+from tfmtnas.search.network import RoutingNetwork
 
 TASKS = ["a", "b", "c"]
 
 
 def mtlnas(**kwargs):
-    return make_method("mtlnas", search_space("mtlnas", TASKS, num_layers=2,
-                                              expert_units=(3,)), seed=5, **kwargs)
+    return make_method("mtlnas", search_space("mtlnas", TASKS, num_layers=2, expert_units=(3,),
+                                              edge_depth=1), seed=5, **kwargs)
 
 
 # ---- the NDDR learning-rate multiplier --------------------------------------------------
@@ -229,3 +230,63 @@ def test_the_inherited_child_is_the_default_for_mtlnas_only():
     assert child_mode(SearchConfig(method="gumbel")) == "finetune"
     assert child_mode(SearchConfig(method="mtnas")) == "finetune"
     assert child_mode(SearchConfig(method="mtlnas", child="retrain")) == "retrain"
+
+
+# ---- depth-limited edges ---------------------------------------------------------------------
+
+def test_depth_limited_candidates_by_hand():
+    space = search_space("mtlnas", TASKS, num_layers=3, expert_units=(3,), edge_depth=2)
+    # After stage i, task t reads its own stage i, then the other tasks' stages i and i - 1.
+    assert [m.candidates for m in space.layers[1].mixers] == [
+        ("d0_a", "d0_b", "d0_c"), ("d0_b", "d0_a", "d0_c"), ("d0_c", "d0_a", "d0_b")]
+    assert [m.candidates for m in space.layers[2].mixers] == [
+        ("d1_a", "d1_b", "d1_c", "d0_b", "d0_c"), ("d1_b", "d1_a", "d1_c", "d0_a", "d0_c"),
+        ("d1_c", "d1_a", "d1_b", "d0_a", "d0_b")]
+    assert [m.candidates for m in space.outputs] == [
+        ("d2_a", "d2_b", "d2_c", "d1_b", "d1_c"), ("d2_b", "d2_a", "d2_c", "d1_a", "d1_c"),
+        ("d2_c", "d2_a", "d2_b", "d1_a", "d1_b")]
+    # The reference's depth (3, the default): stages i-2..i.
+    default = search_space("mtlnas", ["a", "b"], num_layers=4, expert_units=(3,))
+    assert default.outputs[0].candidates == ("d3_a", "d3_b", "d2_b", "d1_b")
+    assert search_space("mtlnas", ["a", "b"], num_layers=4, edge_depth=1).outputs[0].candidates \
+        == ("d3_a", "d3_b")
+    # Edges per group: 2 tasks x 1 other task x the stages within reach.
+    method = make_method("mtlnas", default)
+    assert [int(np.sum(g.candidates)) - g.shape[0] for g in method.groups] == [2, 4, 6, 6]
+    assert method.groups[-1].producers == ["d3_a", "d3_b", "d2_a", "d2_b", "d1_a", "d1_b"]
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="edge_depth"):
+            search_space("mtlnas", ["a", "b"], edge_depth=bad)
+
+
+def test_a_skip_edge_fuses_the_earlier_stage():
+    """Two tasks, two stages, depth 2: task a's output reads d1_a, d1_b and d0_b. With the
+    NDDR kernels at identity (own) and 0.5 identity (cross), the fusion is own + 0.5 * the
+    gated others, then batch norm at its initial statistics (a scale)."""
+    space = search_space("mtlnas", ["a", "b"], num_layers=2, expert_units=(3,), edge_depth=2)
+    method = make_method("mtlnas", space, cross_init=0.5)
+    net = RoutingNetwork(space, **method.network_options())
+    x = np.random.default_rng(0).normal(size=[5, 4]).astype(np.float32)
+    net(x)
+    # Layer 1: a <- d0_a + 0.5 d0_b, b <- d0_b (its edge off). Outputs: a <- d1_a + d0_b
+    # (its d1_b edge off), b <- d1_b + d1_a + d0_a.
+    producers = net.groups[1].producers
+    assert producers == ["d1_a", "d1_b", "d0_a", "d0_b"]
+    layer1 = np.array([[1.0, 1.0], [0.0, 1.0]], np.float32)  # producers d0_a, d0_b
+    outputs = np.array([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 0.0]], np.float32)
+    out = net(x, routes=[{"mask": tf.constant(layer1)}, {"mask": tf.constant(outputs)}])
+    scale = 1.0 / np.sqrt(1.0 + 1e-3)
+    d0 = net.banks[0](x).numpy()
+    mixed1 = np.stack([d0[:, 0] + 0.5 * d0[:, 1], d0[:, 1]], 1) * scale
+    d1 = net.banks[1](mixed1).numpy()
+    expected = [(d1[:, 0] + 0.5 * d0[:, 1]) * scale,
+                (d1[:, 1] + 0.5 * (d1[:, 0] + d0[:, 0])) * scale]
+    for got, want in zip(out, expected, strict=True):
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
+    # The derived spec keeps the skip edge and builds a child that reads it.
+    for var, value in zip(method.edge_logits, (layer1 * 2 - 1, outputs * 2 - 1), strict=True):
+        var.assign(value)
+    derived = method.derive()
+    assert [(m.candidates, m.mask) for m in derived.outputs] == [
+        (("d1_a", "d1_b", "d0_b"), (1, 0, 1)), (("d1_b", "d1_a", "d0_a"), (1, 1, 1))]
+    assert RoutingNetwork(derived).groups[-1].producer_layers == [1, 0]

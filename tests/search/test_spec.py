@@ -146,13 +146,16 @@ def test_malformed_structure():
 
 def test_mixer_names_missing_expert():
     message = _spec_error(_base(t1={"candidates": ["b0", "b7"], "mask": [1, 1]}))
-    assert message == ("outputs: mixer 't1' names missing expert(s) ['b7']; experts of the "
-                       "layer below are ['b0'].")
-    # An expert two layers below is not a candidate either.
+    assert message == ("outputs: mixer 't1' names missing expert(s) ['b7']; it may read the "
+                       "experts of the layer below and of earlier layers as wide: ['b0'].")
+    # An expert two layers below of another width is not a candidate either.
     spec = _base()
     spec["outputs"][0]["candidates"] = ["a0"]
     spec["outputs"][0]["mask"] = [1]
     assert "names missing expert(s) ['a0']" in _spec_error(spec)
+    # As wide as the layer below, it is (a skip edge).
+    spec["layers"][1]["units"] = [4]
+    assert RoutingSpec.from_dict(spec).outputs[0].candidates == ("a0",)
 
 
 @pytest.mark.parametrize("mask, fragment", [

@@ -139,6 +139,9 @@ def define_search_method_flags() -> None:
     flags.DEFINE_integer("column_warmup_epochs", 0, "MTL-NAS: epochs in which each task's "
                          "column trains alone (cross-task edges off) before the edges are "
                          "searched.", lower_bound=0)
+    flags.DEFINE_integer("edge_depth", 3, "MTL-NAS: the fusion after stage i may read the "
+                         "other tasks' stages i-edge_depth+1..i (the paper's 3: i-2..i).",
+                         lower_bound=1)
     flags.DEFINE_float("cost_weight", 0.0, "Gumbel and MTNAS: price of the fraction of experts "
                        "the child computes (loss penalty / reward cost).", lower_bound=0.0)
     flags.DEFINE_integer("log_every", 20, "Steps between TensorBoard architecture logs.",
@@ -370,6 +373,7 @@ def search_config():
         optimizer=FLAGS.optimizer, arch_learning_rate=FLAGS.arch_learning_rate,
         method_options=options, child=FLAGS.child,
         child_epochs=FLAGS.child_epochs, column_warmup_epochs=FLAGS.column_warmup_epochs,
+        edge_depth=FLAGS.edge_depth,
         seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
         model_dir=FLAGS.model_dir, log_every=FLAGS.log_every, strategy=FLAGS.strategy)
 

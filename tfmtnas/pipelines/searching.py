@@ -85,6 +85,8 @@ class SearchConfig:
     # MTL-NAS: epochs in which each task's column trains alone (every cross-task edge off)
     # before the edges are searched, the in-run stand-in for the paper's single-task starts.
     column_warmup_epochs: int = 0
+    # MTL-NAS: the mixer after stage i reads the other tasks' stages i - edge_depth + 1 .. i.
+    edge_depth: int = 3
     seed: int = 0
     jit_compile: bool = True
     model_dir: str | None = None
@@ -159,7 +161,8 @@ def arch_optimizer(cfg: SearchConfig) -> keras.optimizers.Optimizer:
 def _space(cfg: SearchConfig, data: DataSource) -> RoutingSpec:
     tasks = [t.name for t in data.tasks]
     if cfg.spec_file is None:
-        return search_space(cfg.method, tasks, cfg.num_layers, cfg.num_experts, cfg.expert_units)
+        return search_space(cfg.method, tasks, cfg.num_layers, cfg.num_experts, cfg.expert_units,
+                            edge_depth=cfg.edge_depth)
     path = Path(cfg.spec_file)
     if not path.is_file():
         raise DataError(f"Spec file {path} does not exist.")

@@ -25,7 +25,7 @@ def mixer_params(net: RoutingNetwork) -> list[MixerParams]:
     """Per group, per mixer name: its gate parameters as numpy arrays over the producers."""
     out = []
     for g, gates in zip(net.groups, net.group_gates):
-        producers = [e.name for e in net.spec.layers[g.producer_layer].experts]
+        producers = g.producers
         below = [m.name for m in net.spec.layers[g.producer_layer].mixers]
         params: MixerParams = {n: {"producers": producers} for n in g.names}
         soft = list(gates.softmax)
@@ -73,7 +73,7 @@ def inherit_network(child: RoutingNetwork, parent: RoutingNetwork) -> None:
         bank.set_weights([w[rows] for w in pbank.get_weights()])
     parent_params = mixer_params(parent)
     for g, gates, src in zip(child.groups, child.group_gates, parent_params):
-        producers = [e.name for e in child.spec.layers[g.producer_layer].experts]
+        producers = g.producers
         below = [m.name for m in child.spec.layers[g.producer_layer].mixers]
         p = [src[n] for n in g.names]
         cols = [_columns(q, producers) for q in p]

@@ -58,7 +58,7 @@ MODES = ("weight", "arch", "eval")
 
 
 def search_space(method: str, tasks, num_layers: int = 2, num_experts: int = 4,
-                 expert_units=(64,)) -> RoutingSpec | StreamSpec:
+                 expert_units=(64,), edge_depth: int = 3) -> RoutingSpec | StreamSpec:
     """The searched supernet each method starts from.
 
     ``gumbel``: a :class:`~tfmtnas.search.streams.StreamSpec` of ``num_layers`` layers of
@@ -69,7 +69,15 @@ def search_space(method: str, tasks, num_layers: int = 2, num_experts: int = 4,
     the layer below (softmax gates for MTNAS, averaging for the Gumbel matrix). ``mtlnas``: one
     column of experts per task and, above layer 0 and at the outputs, an NDDR mixer per task
     whose first candidate is the task's own expert and the others are searched cross-task
-    edges from the layer below.
+    edges: the mixer after stage ``i`` of task ``t`` may read every other task's stages
+    ``i - edge_depth + 1 .. i`` (the reference's depth-limited connectivity, stages
+    ``i-2..i`` at its ``edge_depth`` of 3; 1: the layer below only). ``edge_depth`` is read
+    by ``mtlnas`` only.
+
+    Example:
+        >>> space = search_space("mtlnas", ["a", "b"], num_layers=3, edge_depth=2)
+        >>> [m.candidates for m in space.outputs]  # after stage 2: own, then b's stages 2, 1
+        [('d2_a', 'd2_b', 'd1_b'), ('d2_b', 'd2_a', 'd1_a')]
     """
     tasks = tuple(tasks)
     units = tuple(int(u) for u in expert_units)
@@ -81,17 +89,20 @@ def search_space(method: str, tasks, num_layers: int = 2, num_experts: int = 4,
     if method == "gumbel":
         return stream_space(tasks, num_layers, num_experts, units)
     if method == "mtlnas":
-        layers, prev = [], []
+        if int(edge_depth) != edge_depth or edge_depth < 1:
+            raise ValueError(f"edge_depth must be an integer >= 1, got {edge_depth!r}.")
+        layers, columns = [], []
         for depth in range(num_layers):
             names = [f"d{depth}_{t}" for t in tasks]
             if depth == 0:
                 layers.append(Layer(units, tuple(Expert(n) for n in names)))
             else:
-                mixers = tuple(_nddr(f"d{depth}_in_{t}", prev, k) for k, t in enumerate(tasks))
+                mixers = tuple(_nddr(f"d{depth}_in_{t}", columns, k, edge_depth)
+                               for k, t in enumerate(tasks))
                 experts = tuple(Expert(n, f"d{depth}_in_{t}") for n, t in zip(names, tasks))
                 layers.append(Layer(units, experts, mixers))
-            prev = names
-        outputs = tuple(_nddr(t, prev, k) for k, t in enumerate(tasks))
+            columns.append(names)
+        outputs = tuple(_nddr(t, columns, k, edge_depth) for k, t in enumerate(tasks))
         return RoutingSpec(tasks, tuple(layers), outputs)
     gate = "softmax" if method == "mtnas" else "mean"
     layers, prev = [], []
@@ -109,9 +120,13 @@ def search_space(method: str, tasks, num_layers: int = 2, num_experts: int = 4,
     return RoutingSpec(tasks, tuple(layers), outputs)
 
 
-def _nddr(name: str, producers: list[str], own: int) -> Mixer:
-    ordered = [producers[own]] + [p for i, p in enumerate(producers) if i != own]
-    return Mixer(name, tuple(ordered), None, "nddr")
+def _nddr(name: str, columns: list[list[str]], own: int, edge_depth: int) -> Mixer:
+    """The NDDR mixer of task ``own`` after the last stage of ``columns`` (stage x task names):
+    its own feature first, then the other tasks' last ``edge_depth`` stages, nearest first."""
+    last = len(columns) - 1
+    stages = range(last, max(-1, last - edge_depth), -1)
+    others = [columns[q][k] for q in stages for k in range(len(columns[q])) if k != own]
+    return Mixer(name, (columns[last][own], *others), None, "nddr")
 
 
 # The floor of MTL-NAS's annealed temperature: the reference anneals to 0, where
@@ -223,7 +238,7 @@ class SearchMethod(keras.layers.Layer):
         for p, mixers in self.spec.mixer_layers():
             g, mask, query = next(groups)
             below = [m.name for m in self.spec.layers[p].mixers]
-            producers = [e.name for e in self.spec.layers[p].experts]
+            producers = g.producers
             fixed = []
             for i, m in enumerate(mixers):
                 row = [int(mask[i, producers.index(c)]) for c in m.candidates]
@@ -456,7 +471,7 @@ class MTLNAS(SearchMethod):
                 gate = tf.sigmoid(a)
             else:
                 gate = tf.cast(a > 0, tf.float32)
-            m = tf.where(tf.constant(own > 0), 1.0, gate)
+            m = tf.where(tf.constant(own > 0), 1.0, gate * g.candidates.astype(np.float32))
             routes.append({"mask": tf.where(tf.constant(g.searched[:, None]), m, _fixed(g))})
             gates.append(tf.boolean_mask(tf.sigmoid(a), self._edge_entries(g, own)))
         return routes, {"edge_p": tf.concat(gates, 0)}

@@ -44,6 +44,10 @@ class MixerGroup:
     static_init: np.ndarray  # [C, E]
     num_query_mixers: int  # mixers of the producing layer (query options besides the input)
     first: list[int]  # per mixer, the producer index of its first listed candidate (own feature)
+    # The producers, in column order: the producing layer's experts, then those of any
+    # earlier layers the group's mixers read (skip edges), nearest layer first.
+    producers: list[str] = dataclasses.field(default_factory=list)
+    producer_layers: list[int] = dataclasses.field(default_factory=list)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -54,7 +58,10 @@ def mixer_groups(spec: RoutingSpec) -> list[MixerGroup]:
     """One :class:`MixerGroup` per layer above 0 and one for the task outputs."""
     groups = []
     for p, mixers in spec.mixer_layers():
-        producers = [e.name for e in spec.layers[p].experts]
+        layer_of = {e.name: q for q, ly in enumerate(spec.layers[:p + 1]) for e in ly.experts}
+        deepest = min([p] + [layer_of[c] for m in mixers for c in m.candidates])
+        layers = list(range(p, deepest - 1, -1))
+        producers = [e.name for q in layers for e in spec.layers[q].experts]
         below = [m.name for m in spec.layers[p].mixers]
         c, e = len(mixers), len(producers)
         cand, mask, init = np.zeros((c, e)), np.zeros((c, e)), np.zeros((c, e))
@@ -68,7 +75,8 @@ def mixer_groups(spec: RoutingSpec) -> list[MixerGroup]:
             p, [m.name for m in mixers], cand, mask, np.array([m.searched for m in mixers]),
             [m.gate for m in mixers],
             [-1 if m.query == INPUT else below.index(m.query) for m in mixers], init,
-            len(below), [producers.index(m.candidates[0]) for m in mixers]))
+            len(below), [producers.index(m.candidates[0]) for m in mixers], producers,
+            layers))
     return groups
 
 
@@ -233,16 +241,20 @@ class RoutingNetwork(keras.layers.Layer):
         """Outputs per task; ``routes[g]`` may hold ``"mask"`` and ``"query"`` for group g."""
         x = tf.convert_to_tensor(inputs)
         outputs = self.banks[0](x)  # [B, E0, H0]
+        by_layer = [outputs]
         mixed_below = None
         result = None
         for g_i, g in enumerate(self.groups):
             route = routes[g_i] if routes is not None else {}
+            if len(g.producer_layers) > 1:  # skip edges: earlier layers' experts too
+                outputs = tf.concat([by_layer[q] for q in g.producer_layers], axis=1)
             mixed = self._mix(g_i, g, x, outputs, mixed_below, route, training)
             if g_i + 1 < len(self.groups):
                 layer = self.spec.layers[g.producer_layer + 1]
                 names = g.names
                 idx = [names.index(e.input) for e in layer.experts]
                 outputs = self.banks[g.producer_layer + 1](tf.gather(mixed, idx, axis=1))
+                by_layer.append(outputs)
                 mixed_below = mixed
             else:
                 result = [mixed[:, i] for i in range(len(self.spec.tasks))]

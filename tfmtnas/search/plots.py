@@ -38,7 +38,7 @@ def plot_allocation(method, path: str | Path) -> Path:
         return _plot_stream_allocation(method, path)
     groups = method.groups
     probs = method.probabilities()
-    producers = [[e.name for e in method.spec.layers[g.producer_layer].experts] for g in groups]
+    producers = [g.producers for g in groups]
     fig = _figure((3.2 * len(groups) + 1, 3.2))
     axes = fig.subplots(1, len(groups), squeeze=False)
     for ax, g, p, names in zip(axes[0], groups, probs, producers):
@@ -93,15 +93,16 @@ def plot_graph(spec: RoutingSpec | StreamSpec, path: str | Path) -> Path:
             pos[(y, name)] = ((x + 1) / (len(row) + 1), y)
     fig = _figure((max(4, 1.3 * max(len(r) for r in rows)), 1.4 * len(rows)))
     ax = fig.subplots()
+    row_of = {name: y for y, row in enumerate(rows[:-1]) for name in row}
     for i, ly in enumerate(spec.layers):
         mixers = {m.name: m for m in ly.mixers}
         for e in ly.experts:
             sources = [INPUT] if e.input == INPUT else mixers[e.input].active()
-            for s in sources:
-                _edge(ax, pos[(i, s)], pos[(i + 1, e.name)])
+            for s in sources:  # a skip edge comes from a row further down
+                _edge(ax, pos[(row_of[s], s)], pos[(i + 1, e.name)])
     for m in spec.outputs:
         for s in m.active():
-            _edge(ax, pos[(len(spec.layers), s)], pos[(len(spec.layers) + 1, m.name)])
+            _edge(ax, pos[(row_of[s], s)], pos[(len(spec.layers) + 1, m.name)])
     for (y, name), (px, py) in pos.items():
         color = "#f4d35e" if y == len(rows) - 1 else ("#dddddd" if y == 0 else "#9cc3e6")
         ax.text(px, py, name, ha="center", va="center", fontsize=7,
@@ -161,7 +162,7 @@ def allocation_scalars(method) -> dict[str, float]:
                         out[f"arch/l{i}/{task}/{name}"] = float(p[t, c])
         return out
     for g_i, (g, p) in enumerate(zip(mixer_groups(method.spec), method.probabilities())):
-        names = [e.name for e in method.spec.layers[g.producer_layer].experts]
+        names = g.producers
         for r, consumer in enumerate(g.names):
             for c, producer in enumerate(names):
                 if g.candidates[r, c] and g.searched[r]:

@@ -55,7 +55,8 @@ class Mixer:
 
     Args:
         name: unique name (an output mixer is named after its task).
-        candidates: names of experts in the layer below.
+        candidates: names of experts in the layer below or, as wide as those, in an earlier
+            layer (a skip edge: MTL-NAS reads the other tasks' stages i-2..i).
         mask: 0/1 per candidate, or ``None`` if searched.
         gate: ``"mean"``, ``"static"``, ``"softmax"`` or ``"nddr"`` (NDDR fusion: the gated
             candidates concatenated, a dense layer initialised to the identity on the first
@@ -174,6 +175,7 @@ def validate(spec: RoutingSpec) -> None:
     names: set[str] = {INPUT}
     prev_experts: list[str] = []
     prev_mixers: set[str] = set()
+    readable: list[str] = []
     for i, layer in enumerate(spec.layers):
         if not layer.units or any(u < 1 for u in layer.units):
             raise SpecError(f"Layer {i}: units must be positive integers, got {layer.units}.")
@@ -182,7 +184,7 @@ def validate(spec: RoutingSpec) -> None:
         if i == 0 and layer.mixers:
             raise SpecError("Layer 0 reads the input directly and cannot have mixers.")
         for m in layer.mixers:
-            _check_mixer(m, f"layer {i}", prev_experts, prev_mixers, names)
+            _check_mixer(m, f"layer {i}", readable, prev_mixers, names)
         mixer_names = {m.name for m in layer.mixers}
         for e in layer.experts:
             if e.name in names:
@@ -194,8 +196,17 @@ def validate(spec: RoutingSpec) -> None:
                                 f"one of {sorted(allowed)}.")
         prev_experts = [e.name for e in layer.experts]
         prev_mixers = mixer_names
+        readable = prev_experts + _skip_producers(spec, i)
     for m in spec.outputs:
-        _check_mixer(m, "outputs", prev_experts, prev_mixers, names)
+        _check_mixer(m, "outputs", readable, prev_mixers, names)
+
+
+def _skip_producers(spec: RoutingSpec, p: int) -> list[str]:
+    """Experts of layers below ``p`` as wide as layer ``p``'s, nearest layer first: what a
+    mixer reading layer ``p`` may also read (skip edges, e.g. MTL-NAS's depth-limited edges)."""
+    width = spec.layers[p].units[-1]
+    return [e.name for q in range(p - 1, -1, -1) if spec.layers[q].units[-1] == width
+            for e in spec.layers[q].experts]
 
 
 def _check_mixer(m: Mixer, where: str, producers: list[str], queries: set[str],
@@ -206,7 +217,8 @@ def _check_mixer(m: Mixer, where: str, producers: list[str], queries: set[str],
     missing = [c for c in m.candidates if c not in producers]
     if missing or not m.candidates:
         raise SpecError(f"{where}: mixer {m.name!r} names missing expert(s) {missing or '[]'}; "
-                        f"experts of the layer below are {producers}.")
+                        f"it may read the experts of the layer below and of earlier layers as "
+                        f"wide: {producers}.")
     if m.gate not in GATES:
         raise SpecError(f"{where}: mixer {m.name!r} has gate {m.gate!r}; choose one of {GATES}.")
     if m.query != INPUT and m.query not in queries:

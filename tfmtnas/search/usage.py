@@ -38,6 +38,9 @@ class ExpertUsage:
 
     def __init__(self, spec: RoutingSpec):
         self.groups = mixer_groups(spec)
+        if any(len(g.producer_layers) > 1 for g in self.groups):
+            raise ValueError("ExpertUsage counts experts read from the layer below only; this "
+                             "spec has skip edges (mixers reading earlier layers).")
         # readers[p][j, e] = 1 if expert e of layer p reads mixer j of layer p.
         self.readers = {}
         for p, layer in enumerate(spec.layers[1:], start=1):
