@@ -5,10 +5,10 @@ import doctest
 import pytest
 import tensorflow as tf
 
-from tfmtnas.search import analysis, methods, network, spec, usage
+from tfmtnas.search import analysis, methods, network, spec, streams, usage
 
 
-@pytest.mark.parametrize("module", [spec, network, methods, analysis, usage])
+@pytest.mark.parametrize("module", [spec, network, methods, analysis, usage, streams])
 def test_docstring_examples(module):
     result = doctest.testmod(module, extraglobs={"tf": tf}, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

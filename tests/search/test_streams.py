@@ -258,3 +258,28 @@ def test_flops_count_pairs_and_the_cost_term_counts_kept_components():
          for v in method.trainable_variables]
     kept = sum((1 - np.prod(1 - q, 0)).sum() for q in p) / 6.0  # component kept by any task
     np.testing.assert_allclose(float(method.weight_penalty(aux, 0)), 0.5 * kept, rtol=1e-6)
+
+
+def test_spec_from_json_reads_either_kind():
+    from tfmtnas.search.spec import preset
+    from tfmtnas.search.streams import spec_from_json
+
+    streams = _spec().with_allocations(ALLOC)
+    assert spec_from_json(streams.to_json()) == streams
+    mmoe = preset("mmoe", ["a", "b"], expert_units=(4,), num_experts=2)
+    assert spec_from_json(mmoe.to_json()) == mmoe
+    with pytest.raises(SpecError, match="not valid JSON"):
+        spec_from_json("{")
+
+
+def test_sharing_analysis_of_a_stream_spec():
+    from tfmtnas.search.analysis import layer_shares, shared_capacity, task_reach
+
+    fixed = _spec().with_allocations(ALLOC)
+    reach = task_reach(fixed)
+    assert reach["l0_c0"] == {"a", "b"} and reach["l0_c2"] == {"c"} and "l0_c3" not in reach
+    # Used per layer: 3, 2, 4 components; shared by two or more: c0, c1 | c0 | c1.
+    assert layer_shares(fixed) == [(3, 2 / 3), (2, 1 / 2), (4, 1 / 4)]
+    # Capacity, input 3: layer 0 (3*5+5 = 20 each), layer 1 (5*6+6 + 6*4+4 = 64), layer 2
+    # (4*3+3 = 15): shared 2*20 + 64 + 15 of 3*20 + 2*64 + 4*15.
+    assert shared_capacity(fixed, 3) == pytest.approx((40 + 64 + 15) / (60 + 128 + 60))

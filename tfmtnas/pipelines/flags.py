@@ -121,7 +121,8 @@ def define_search_method_flags() -> None:
 
     flags.DEFINE_enum("method", "gumbel", METHODS, "Search method.")
     flags.DEFINE_string("spec", None, "JSON routing spec to search instead of the method's "
-                        "default space (its masks set to null are searched).")
+                        "default space (its masks set to null are searched); for gumbel a "
+                        "stream spec (allocations set to null are searched).")
     flags.DEFINE_integer("num_layers", 2, "Expert layers of the search space.", lower_bound=1)
     flags.DEFINE_float("arch_learning_rate", 0.05, "Adam learning rate of the architecture.",
                        lower_bound=0.0)

@@ -42,10 +42,11 @@ from tfmtnas.pipelines.training import (
     start_run,
     task_metrics,
 )
-from tfmtnas.search import RoutingSpec, forward_flops, plots, preset
+from tfmtnas.search import RoutingSpec, StreamSpec, forward_flops, plots, preset
 from tfmtnas.search.derive import derive_child
 from tfmtnas.search.methods import make_method, search_space
 from tfmtnas.search.model import SearchModel
+from tfmtnas.search.streams import spec_from_json
 
 CHILD_MODES = ("inherit", "finetune", "retrain")
 # The child each method uses unless told: MTL-NAS evaluates its searched network as it is,
@@ -104,7 +105,7 @@ class SearchResult:
 
     search_model: SearchModel
     child: keras.Model | None
-    derived: RoutingSpec
+    derived: RoutingSpec | StreamSpec
     child_metrics: dict[str, float]
     supernet_metrics: dict[str, float]
     cost: dict[str, float]
@@ -158,7 +159,7 @@ def arch_optimizer(cfg: SearchConfig) -> keras.optimizers.Optimizer:
     return getattr(keras.optimizers, ARCH_OPTIMIZERS[cfg.arch_optimizer])(cfg.arch_learning_rate)
 
 
-def _space(cfg: SearchConfig, data: DataSource) -> RoutingSpec:
+def _space(cfg: SearchConfig, data: DataSource) -> RoutingSpec | StreamSpec:
     tasks = [t.name for t in data.tasks]
     if cfg.spec_file is None:
         return search_space(cfg.method, tasks, cfg.num_layers, cfg.num_experts, cfg.expert_units,
@@ -167,9 +168,14 @@ def _space(cfg: SearchConfig, data: DataSource) -> RoutingSpec:
     if not path.is_file():
         raise DataError(f"Spec file {path} does not exist.")
     try:
-        spec = RoutingSpec.from_json(path.read_text())
+        spec = spec_from_json(path.read_text())
     except (ValueError, KeyError, TypeError) as err:  # the spec's own checks: bad input here
         raise DataError(f"Spec file {path}: {err}") from None
+    if isinstance(spec, StreamSpec) != (cfg.method == "gumbel"):
+        raise DataError(f"Spec file {path} is a {type(spec).__name__}; --method={cfg.method} "
+                        f"searches a {'StreamSpec' if cfg.method == 'gumbel' else 'RoutingSpec'}"
+                        f" (task x component allocations for gumbel, a routing graph for the "
+                        f"others).")
     if list(spec.tasks) != tasks:
         raise DataError(f"Spec file {path} names tasks {list(spec.tasks)}, the dataset has "
                         f"{tasks}.")

@@ -164,6 +164,24 @@ class StreamSpec:
         return StreamSpec(self.tasks, tuple(layers))
 
 
+def spec_from_json(text: str):
+    """A :class:`StreamSpec` (``"kind": "streams"``) or a routing spec, from JSON text.
+
+    Example:
+        >>> type(spec_from_json(stream_space(["a"], 1, 2).to_json())).__name__
+        'StreamSpec'
+    """
+    from tfmtnas.search.spec import RoutingSpec
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SpecError(f"Spec is not valid JSON: {err}.") from err
+    if isinstance(data, dict) and data.get("kind") == "streams":
+        return StreamSpec.from_dict(data)
+    return RoutingSpec.from_json(text)
+
+
 def _validate(spec: StreamSpec) -> None:
     if not spec.tasks or len(set(spec.tasks)) != len(spec.tasks):
         raise SpecError(f"A stream spec needs unique task names, got {list(spec.tasks)}.")
@@ -345,10 +363,15 @@ class StreamNetwork(keras.layers.Layer):
                 streams = tf.zeros([tf.shape(x)[0], plan.combine.shape[0], width], x.dtype)
                 continue
             h = tf.gather(streams, plan.pair_stream, axis=1)  # [B, P, d]
-            comp = plan.pair_component
+            # Each pair's weights picked by a one-hot product rather than a gather, so the
+            # kernels' gradients stay dense tensors (optimizers treat gathered, IndexedSlices
+            # gradients as sparse rows).
+            pick = tf.constant(np.eye(len(ly.components), dtype=np.float32)[
+                plan.pair_component], h.dtype)  # [P, C]
             last = len(bank.kernels) - 1
             for k, (kernel, bias) in enumerate(zip(bank.kernels, bank.biases)):
-                h = tf.einsum("bpd,pdh->bph", h, tf.gather(kernel, comp)) + tf.gather(bias, comp)
+                w = tf.einsum("pc,cdh->pdh", pick, kernel)
+                h = tf.einsum("bpd,pdh->bph", h, w) + tf.matmul(pick, bias)
                 h = (bank.output_activation if k == last else bank.activation)(h)
             streams = tf.einsum("jp,bph->bjh", tf.constant(plan.combine, h.dtype), h)
         last_plan = self.plans[-1]
