@@ -1,0 +1,164 @@
+"""The Gumbel-matrix paper's MNIST task set: does the learned allocation find the repeats?
+
+Maziarz et al., "Flexible Multi-task Networks by Learning Parameter Allocation", arXiv
+1910.04915, MNIST experiment (reference code: four tasks MNIST, MNIST-2, MNIST-Rot,
+MNIST-Rot-2; two repeats of upright digits and two of digits rotated by 90 degrees). Here on
+MNIST-5k (:func:`tfmtnas.data.load_mnist`, 3,000 training images, every task its own rows)
+with MLP components instead of the paper's convolutions: ``--layers`` routed layers of
+``--components`` components of ``--units`` units, linear task heads, as the reference's.
+
+Per seed it trains three models for the same number of epochs and prints each one's mean
+test accuracy over the four tasks:
+
+- no sharing: task ``t`` uses only component ``t`` in every layer (one column per task);
+- full sharing: every task uses every component (the reference's "shared bottom");
+- Gumbel: :class:`~tfmtnas.search.streams.GumbelStreams` with the reference's MNIST
+  settings (initial p = 0.5, temperature max(0.5, 50/sqrt(step+1)), no budget, Adam 5e-3 for
+  weights and router), evaluated as the derived child with the supernet's weights (no
+  retraining, as the paper evaluates).
+
+and the derived allocation's overlap (Jaccard index of two tasks' components, over all
+layers) within the repeat pairs (MNIST/MNIST-2, Rot/Rot-2) and across them (the other four
+pairs).
+
+Targets (issue 15): within > across in at least 4 of 5 seeds; Gumbel mean accuracy >=
+max(no sharing, full sharing) - 0.5 points.
+
+Run: ``python benchmarks/mnist_task_sets.py`` (``--seeds 0 1 2 3 4 --epochs 20``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+
+import numpy as np
+
+from tfmtnas import keras
+from tfmtnas.data import load_mnist
+from tfmtnas.data.sources import search_pairs, split_dataset
+from tfmtnas.models.multitask import MultiTaskModel
+from tfmtnas.search.derive import derive_child
+from tfmtnas.search.model import SearchModel
+from tfmtnas.search.streams import (
+    GumbelStreams,
+    StreamNetwork,
+    allocation_overlap,
+    stream_space,
+)
+
+PAIRS = (("mnist", "mnist_2"), ("mnist_rot", "mnist_rot_2"))
+
+
+def _args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch_size", type=int, default=64,
+                   help="rows per step (16 per task on average, the reference's batch)")
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--components", type=int, default=4)
+    p.add_argument("--units", type=int, default=32)
+    p.add_argument("--learning_rate", type=float, default=5e-3)
+    p.add_argument("--router_learning_rate", type=float, default=5e-3)
+    p.add_argument("--data_seed", type=int, default=0)
+    return p.parse_args()
+
+
+def mean_accuracy(model, data) -> float:
+    """Mean over the tasks of the test accuracy, in percent."""
+    metrics = model.evaluate(split_dataset(data, "test", 4096), return_dict=True, verbose=0)
+    return 100.0 * float(np.mean([metrics[f"{t.name}_accuracy"] for t in data.tasks]))
+
+
+def fixed_model(data, args, allocation: np.ndarray) -> MultiTaskModel:
+    names = [t.name for t in data.tasks]
+    spec = stream_space(names, args.layers, args.components, (args.units,))
+    net = StreamNetwork(spec.with_allocations([allocation] * args.layers), name="sharing")
+    model = MultiTaskModel(data.spec, data.tasks, sharing=net, tower_units=())
+    model.compile(keras.optimizers.Adam(args.learning_rate))
+    return model
+
+
+def train_fixed(data, args, seed: int, allocation: np.ndarray) -> float:
+    keras.utils.set_random_seed(seed)
+    model = fixed_model(data, args, allocation)
+    model.fit(split_dataset(data, "train", args.batch_size, shuffle=True, seed=seed),
+              epochs=args.epochs, verbose=0)
+    return mean_accuracy(model, data)
+
+
+def train_gumbel(data, args, seed: int) -> tuple[float, list[np.ndarray], float]:
+    keras.utils.set_random_seed(seed)
+    names = [t.name for t in data.tasks]
+    method = GumbelStreams(stream_space(names, args.layers, args.components, (args.units,)))
+    model = SearchModel(data.spec, data.tasks, method,
+                        arch_optimizer=keras.optimizers.Adam(args.router_learning_rate),
+                        tower_units=())
+    model.compile(keras.optimizers.Adam(args.learning_rate))
+    pairs, _ = search_pairs(data, False, args.batch_size, seed)
+    model.fit(pairs, epochs=args.epochs, verbose=0)
+    child = derive_child(model, inherit=True)
+    child.compile(keras.optimizers.Adam(args.learning_rate))
+    return mean_accuracy(child, data), method.final_masks(), mean_accuracy(model, data)
+
+
+def overlaps(allocations, names) -> tuple[float, float]:
+    """Mean overlap within the repeat pairs and across them."""
+    o = allocation_overlap(allocations)
+    idx = {n: i for i, n in enumerate(names)}
+    within = {frozenset(p) for p in PAIRS}
+    w, a = [], []
+    for s, t in itertools.combinations(names, 2):
+        (w if frozenset((s, t)) in within else a).append(o[idx[s], idx[t]])
+    return float(np.mean(w)), float(np.mean(a))
+
+
+def main() -> None:
+    args = _args()
+    data = load_mnist(seed=args.data_seed)
+    names = [t.name for t in data.tasks]
+    num_tasks = len(names)
+    if args.components < num_tasks:
+        raise SystemExit(f"--components must be >= the {num_tasks} tasks (no sharing gives "
+                         f"each task its own component).")
+    private = np.eye(num_tasks, args.components)
+    shared = np.ones((num_tasks, args.components))
+    print(f"MNIST-5k, tasks {names}; {len(data.train)} training rows; {args.layers} layers x "
+          f"{args.components} components x {args.units} units, linear heads; "
+          f"{args.epochs} epochs, batch {args.batch_size}, Adam {args.learning_rate} "
+          f"(router {args.router_learning_rate})", flush=True)
+    rows = []
+    for seed in args.seeds:
+        start = time.perf_counter()
+        none = train_fixed(data, args, seed, private)
+        full = train_fixed(data, args, seed, shared)
+        gumbel, allocation, supernet = train_gumbel(data, args, seed)
+        within, across = overlaps(allocation, names)
+        rows.append((seed, none, full, gumbel, supernet, within, across))
+        print(f"seed {seed}: accuracy no sharing {none:.2f}  full sharing {full:.2f}  "
+              f"gumbel child {gumbel:.2f} (supernet {supernet:.2f});  overlap within pairs "
+              f"{within:.3f}  across {across:.3f}  ({time.perf_counter() - start:.0f} s)",
+              flush=True)
+        for layer, a in enumerate(allocation):
+            print(f"  layer {layer} allocation (task x component): "
+                  + "  ".join(f"{n}={''.join(str(int(v)) for v in r)}"
+                              for n, r in zip(names, a)), flush=True)
+    r = np.array([row[1:] for row in rows])
+    mean, std = r.mean(0), r.std(0)
+    print("\nmean +- std over seeds:")
+    for i, label in enumerate(("no sharing", "full sharing", "gumbel child", "gumbel supernet")):
+        print(f"  {label:16s} {mean[i]:.2f} +- {std[i]:.2f}")
+    wins = int(np.sum(r[:, 4] > r[:, 5]))
+    bar = max(mean[0], mean[1]) - 0.5
+    print(f"  overlap within {mean[4]:.3f} +- {std[4]:.3f}, across {mean[5]:.3f} +- "
+          f"{std[5]:.3f}")
+    print(f"within-pair overlap > across-pair overlap in {wins} of {len(rows)} seeds "
+          f"(target >= 4 of 5): {'met' if wins >= 4 else 'NOT met'}")
+    print(f"gumbel child {mean[2]:.2f} vs max(no, full) - 0.5 = {bar:.2f}: "
+          f"{'met' if mean[2] >= bar else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    main()
