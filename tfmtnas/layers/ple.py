@@ -109,9 +109,10 @@ class CGC(keras.layers.Layer):
         if len(set(widths)) != 1:
             raise ValueError(f"{self.name}: all inputs must have the same width, got "
                              f"{widths}.")
-        stacked = tf.stack(inputs, axis=1)  # [batch, T + 1, d]
-        expert_inputs = tf.gather(stacked, self.expert_inputs, axis=1)
-        queries = stacked if self.return_shared else stacked[:, :self.num_tasks]
+        # Stacked from the list, not gathered from a stack: the gradient of a gather is a
+        # scatter, which XLA's CPU backend runs slowly; that of a stack is a slice.
+        expert_inputs = tf.stack([inputs[i] for i in self.expert_inputs], axis=1)
+        queries = tf.stack(inputs if self.return_shared else inputs[:self.num_tasks], axis=1)
         return expert_inputs, queries
 
     def gate_weights(self, inputs) -> tf.Tensor:
