@@ -22,7 +22,7 @@ e.g. ``--compile='{"steps_per_execution": 8}'``.
 Example:
     >>> categorize("LazyAdam/Gather:ResourceGather")
     'optimizer updates'
-    >>> categorize("dot.4")
+    >>> categorize("dot.4@a_forward_core_logits_897__.3")
     'matmuls'
 """
 
@@ -58,13 +58,17 @@ def categorize(name: str, optimizer: str = "LazyAdam") -> str:
         return "input (tf.data)"
     if name.startswith("ParallelFor"):  # intra-op shards of a kernel on another thread
         return "other TensorFlow ops"
+    if name.startswith(("ThunkExecutor", "CpuExecutable", "ExecutorState::ProcessAsync")):
+        return "XLA core launch, thunk executor and completion (not in a thunk)"
     if "::" in name or name.startswith(("Executor", "EagerExecute", "EagerKernel",
-                                        "KernelAndDevice", "TFE_", "ThunkExecutor",
-                                        "CpuExecutable")):
-        return "TensorFlow / XLA runtime"
-    if ":" not in name:  # an XLA thunk of the compiled core
-        if lower.startswith(("dot", "matmul", "einsum", "convolution", "custom-call",
-                             "ynn_dot")):
+                                        "KernelAndDevice", "TFE_")):
+        return "TensorFlow executor"
+    if ":" not in name:  # an XLA thunk: "<hlo op>@<hlo module>"
+        op, _, module = name.partition("@")
+        if "update_step" in module or "dense_step" in module or "masked_apply" in module:
+            return "optimizer updates"
+        if op.lower().startswith(("dot", "matmul", "einsum", "convolution", "custom-call",
+                                  "ynn_dot")):
             return "matmuls"
         return "XLA elementwise: bias, activation, softmax, their backward, transposes"
     scope, op_type = name.rsplit(":", 1)
@@ -76,7 +80,7 @@ def categorize(name: str, optimizer: str = "LazyAdam") -> str:
     if "auc" in lower or "/mean" in lower or "assignaddvariableop" in lower \
             or "div_no_nan" in lower or "cumsum" in lower or "unsortedsegmentsum" in lower:
         return "metric updates (AUC, loss trackers)"
-    if op_type in MATMUL_TYPES:
+    if op_type in MATMUL_TYPES or "MatMul" in op_type:  # oneDNN's fused forms included
         return "matmuls"
     if op_type in BIAS_ACTIVATION_TYPES or op_type.endswith("Grad"):
         return "bias, activation and their backward (TensorFlow)"
@@ -84,7 +88,7 @@ def categorize(name: str, optimizer: str = "LazyAdam") -> str:
         return "losses"
     if op_type in ("XlaLaunch", "_XlaRun", "StatefulPartitionedCall", "PartitionedCall") \
             or "__inference" in name:
-        return "TensorFlow / XLA runtime"
+        return "TensorFlow executor"
     return "other TensorFlow ops"
 
 
@@ -128,11 +132,27 @@ def read_trace(logdir: str) -> dict:
     with open(paths[-1], "rb") as f:
         space.ParseFromString(f.read())
     plane = next(p for p in space.planes if p.name == "/host:CPU")
+    module_stat = next((k for k, v in plane.stat_metadata.items() if v.name == "hlo_module"),
+                       None)
+
+    def module_of(stats) -> str | None:
+        for st in stats:
+            if st.metadata_id == module_stat:
+                return st.str_value or plane.stat_metadata[st.ref_value].name
+        return None
+
+    # XLA thunks are named "<hlo op>@<hlo module>", so the optimizer's compiled updates
+    # can be told from the model core's.
     names = {k: v.name for k, v in plane.event_metadata.items()}
+
+    def name_of(event) -> str:
+        module = module_of(event.stats)
+        return f"{names[event.metadata_id]}@{module}" if module else names[event.metadata_id]
+
     busy: dict[str, int] = collections.Counter()
     steps: list[tuple[int, int]] = []
     for line in plane.lines:
-        events = [(line.timestamp_ns * 1000 + e.offset_ps, e.duration_ps, names[e.metadata_id])
+        events = [(line.timestamp_ns * 1000 + e.offset_ps, e.duration_ps, name_of(e))
                   for e in line.events]
         if line.name == "python":
             steps = sorted((s, d) for s, d, n in events if n == "train_function")
@@ -158,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=50, help="traced training steps")
     parser.add_argument("--compile", default="{}",
                         help="JSON of extra compile arguments for our models")
+    parser.add_argument("--lazy_adam", default="{}",
+                        help="JSON of LazyAdam arguments for our models, e.g. "
+                             "'{\"masked_rows_per_id\": 0, \"fuse_dense\": false}'")
     parser.add_argument("--logdir", default=None,
                         help="where the trace goes (default: a new temporary folder)")
     args = parser.parse_args(argv)
@@ -170,9 +193,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.model.startswith("deepctr_"):
         ds = throughput.deepctr_data(spec, ds)
     model = throughput.build(args.model, spec, cfg)
-    extra = json.loads(args.compile)
-    if extra:
-        model.compile(model.optimizer, **extra)
+    extra, lazy = json.loads(args.compile), json.loads(args.lazy_adam)
+    if extra or lazy:
+        from tfmtnas.models import LazyAdam
+
+        model.compile(LazyAdam(1e-3, **lazy) if lazy else model.optimizer, **extra)
     model.fit(ds, epochs=1, verbose=0)  # warm-up: tracing, XLA compilation
     logdir = args.logdir or tempfile.mkdtemp(prefix="tfmtnas-profile-")
     traced = ds.take(args.steps)

@@ -35,7 +35,7 @@ import time
 import keras2_first  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow, for DeepCTR)
 import numpy as np
 import tensorflow as tf
-from timing import epoch_times  # benchmarks/ is on sys.path when a script runs
+from timing import epoch_times, interleaved_epochs  # benchmarks/ is on sys.path
 
 from tfmtnas import keras
 from tfmtnas.features import CategoricalFeature, FeatureSpec, NumericFeature, TaskSpec
@@ -236,18 +236,6 @@ def build(name: str, spec: FeatureSpec, cfg: dict) -> keras.Model:
     return ours(spec, cfg, name.split("_")[1], bfloat16=name.endswith("_bf16"))
 
 
-def interleaved_epochs(models: dict, data: dict, rounds: int) -> dict[str, list[float]]:
-    """Seconds per epoch of each model: a warm-up epoch each, then ``rounds`` rounds of one
-    epoch of every model in turn, so a slow spell of a shared machine hits all alike."""
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for name, model in models.items():
-        model.fit(data[name], epochs=1, verbose=0)
-    for _ in range(rounds):
-        for name, model in models.items():
-            times[name].extend(epoch_times(model, data[name], 1, warmup=False))
-    return times
-
-
 def run(config: str, epochs: int, names: list[str]) -> dict:
     cfg = CONFIGS[config]
     spec = make_spec(cfg, census_vocab_sizes() if cfg["vocab"] is None else [])
@@ -289,10 +277,13 @@ def run(config: str, epochs: int, names: list[str]) -> dict:
 
 ABLATION = {
     "defaults": {},
-    "LazyAdam rows form, unfused (before)": {"optimizer": {"masked_rows_per_id": 0,
-                                                           "fuse_dense": False}},
+    "1 step per call": {"compile": {"steps_per_execution": 1}},
+    "LazyAdam rows form, unfused": {"optimizer": {"masked_rows_per_id": 0,
+                                                  "fuse_dense": False}},
+    "both (the earlier defaults)": {
+        "optimizer": {"masked_rows_per_id": 0, "fuse_dense": False},
+        "compile": {"steps_per_execution": 1}},
     "no XLA core": {"compile": {"jit_compile": False}},
-    "steps_per_execution=8": {"compile": {"steps_per_execution": 8}},
     "mixed_bfloat16, XLA core": {"bfloat16": True, "compile": {"jit_compile": True}},
     "mixed_bfloat16, no XLA core": {"bfloat16": True, "compile": {"jit_compile": False}},
 }

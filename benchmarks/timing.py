@@ -31,3 +31,17 @@ def epoch_times(model: keras.Model, ds, epochs: int, warmup: bool = True) -> lis
 
 def median_epoch(model: keras.Model, ds, epochs: int) -> float:
     return statistics.median(epoch_times(model, ds, epochs))
+
+
+def interleaved_epochs(models: dict, data: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds per epoch of each model: a warm-up epoch each, then ``rounds`` rounds of one
+    epoch of every model in turn, so a slow spell of a shared machine hits all alike.
+
+    ``models`` and ``data`` are keyed alike (each model trains on its own dataset)."""
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for name, model in models.items():
+        model.fit(data[name], epochs=1, verbose=0)
+    for _ in range(rounds):
+        for name, model in models.items():
+            times[name].extend(epoch_times(model, data[name], 1, warmup=False))
+    return times
