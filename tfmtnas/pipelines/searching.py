@@ -137,9 +137,15 @@ class _ArchitectureLog(keras.callbacks.Callback):
         # Under ParameterServerStrategy the logs are RemoteValues, fetched when written.
         self._supports_tf_logs = True
 
+    def on_train_begin(self, logs=None):
+        self._logged = int(self.step.numpy())
+
     def on_train_batch_end(self, batch, logs=None):
+        # Once per execution of steps_per_execution steps: write when the steps it ran
+        # reach a multiple of ``every``.
         step = int(self.step.numpy())
-        if step % self.every:
+        last, self._logged = getattr(self, "_logged", step - 1), step
+        if step // self.every <= last // self.every:
             return
         with self.writer.as_default(step=step):
             for name, value in plots.allocation_scalars(self.method).items():
