@@ -52,13 +52,23 @@ def _changed(before, variables) -> list[bool]:
     return [not np.array_equal(b, v.numpy()) for b, v in zip(before, variables, strict=True)]
 
 
+def _xla_calls(model) -> tuple[list[str], dict]:
+    """Functions called with ``_XlaMustCompile`` anywhere in the train function: in its graph
+    or in the functions it calls (e.g. the loop body of several steps per call), and the
+    function library by name."""
+    (concrete,) = model.train_tf_function._list_all_concrete_functions()
+    graph_def = concrete.graph.as_graph_def()
+    library = {f.signature.name: f for f in graph_def.library.function}
+    nodes = list(graph_def.node) + [n for f in library.values() for n in f.node_def]
+    return [n.attr["f"].func.name for n in nodes
+            if "PartitionedCall" in n.op and n.attr["_XlaMustCompile"].b], library
+
+
 def assert_core_is_xla(model):
     """Default jit_compile: the routed supernet and towers run in a function XLA must compile,
     called from the train function; route sampling and both updates stay around it."""
     assert not model._jit_compile and model.core_jit
-    (concrete,) = model.train_tf_function._list_all_concrete_functions()
-    compiled = [op.get_attr("f").name for op in concrete.graph.get_operations()
-                if "PartitionedCall" in op.type and op.node_def.attr["_XlaMustCompile"].b]
+    compiled, _ = _xla_calls(model)
     assert any("routed_core" in name for name in compiled), compiled
     assert not any("train_step" in name or "step_function" in name for name in compiled)
 
@@ -66,12 +76,8 @@ def assert_core_is_xla(model):
 def assert_train_step_is_xla(model):
     """full_jit: the train function calls train_step through a function XLA must compile."""
     assert model._jit_compile
-    (concrete,) = model.train_tf_function._list_all_concrete_functions()
-    library = {f.signature.name: f for f in concrete.graph.as_graph_def().library.function}
-    calls = [op for op in concrete.graph.get_operations() if "PartitionedCall" in op.type]
-    xla = [op.get_attr("f").name for op in calls
-           if op.node_def.attr["_XlaMustCompile"].b]
-    assert xla, [op.node_def for op in calls]
+    xla, library = _xla_calls(model)
+    assert xla, list(library)
     step = library[xla[0]]
     assert step.attr["_XlaMustCompile"].b
     # Both optimizers update their variables inside the compiled step (Adam: one assign_sub
