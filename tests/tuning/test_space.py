@@ -18,15 +18,16 @@ from tfmtnas.tuning.space import (
 def test_default_space_covers_the_zoo_and_the_methods():
     space = SearchSpace.default()
     assert space.architectures == ARCHITECTURES
-    assert set(SHARING_KINDS) | {"mtnas", "gumbel", "mtlnas"} == set(ARCHITECTURES)
+    assert set(SHARING_KINDS) | {"mtnas", "gumbel", "gumbel_experts", "mtlnas"} == set(
+        ARCHITECTURES)
     assert space.names == ("architecture", "expert_units", "num_experts", "num_task_experts",
                            "num_shared_experts", "num_levels", "num_layers", "tower_units",
                            "embedding_dim", "learning_rate", "entropy_weight", "budget",
                            "cost_weight")
     # Each method's hyperparameter applies to its method only.
     assert space["entropy_weight"].applies_to == ("mtlnas",)
-    assert space["budget"].applies_to == ("gumbel",)
-    assert space["cost_weight"].applies_to == ("mtnas", "gumbel")
+    assert space["budget"].applies_to == ("gumbel", "gumbel_experts")
+    assert space["cost_weight"].applies_to == ("mtnas", "gumbel", "gumbel_experts")
 
 
 def test_narrowing_fixes_chooses_and_ranges():

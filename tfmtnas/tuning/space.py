@@ -10,7 +10,7 @@ architectures it applies to; keras-tuner sees it as a conditional hyperparameter
 |---|---|---|
 | ``architecture`` | the zoo and the search methods | every trial |
 | ``expert_units`` | 16, 32, 64, 128 (width of each expert's hidden layer) | every trial |
-| ``num_experts`` | 2 to 8, step 2 | ``mmoe``, ``mtnas``, ``gumbel`` |
+| ``num_experts`` | 2 to 8, step 2 | ``mmoe``, ``mtnas``, ``gumbel``, ``gumbel_experts`` |
 | ``num_task_experts`` | 1 to 2 | ``cgc``, ``ple`` |
 | ``num_shared_experts`` | 1 to 4 | ``cgc``, ``ple`` |
 | ``num_levels`` | 2 to 3 | ``ple`` |
@@ -19,8 +19,8 @@ architectures it applies to; keras-tuner sees it as a conditional hyperparameter
 | ``embedding_dim`` | 4, 8, 16 | every trial |
 | ``learning_rate`` | 5e-4 to 1e-2, log scale | every trial |
 | ``entropy_weight`` | 1 to 100, log scale (MTL-NAS, Gao et al., CVPR 2020) | ``mtlnas`` |
-| ``budget`` | 0.25 to 1.0 (Gumbel matrix, Maziarz et al., arXiv 1910.04915) | ``gumbel`` |
-| ``cost_weight`` | 0 to 0.3 (MTNAS, Chen et al., arXiv 2009.00387) | ``mtnas``, ``gumbel`` |
+| ``budget`` | 0.25 to 1.0 (Maziarz et al., arXiv 1910.04915) | ``gumbel``, ``gumbel_experts`` |
+| ``cost_weight`` | 0 to 0.3 (Chen et al., arXiv 2009.00387) | ``mtnas``, both Gumbel methods |
 
 Narrowing (:meth:`SearchSpace.narrow`), per dimension: a single value fixes it, a list makes
 it a choice among those values, ``{"min": a, "max": b}`` (optionally ``"step"``,
@@ -230,7 +230,7 @@ def _dimensions() -> tuple[Dimension, ...]:
         Dimension("expert_units", "choice", (16, 32, 64, 128), default=32, integer=True,
                   minimum=1, help="width of each expert's hidden layer"),
         Dimension("num_experts", "int", low=2, high=8, step=2, default=4, integer=True,
-                  minimum=1, applies_to=("mmoe", "mtnas", "gumbel"),
+                  minimum=1, applies_to=("mmoe", "mtnas", "gumbel", "gumbel_experts"),
                   help="experts per layer (MMoE; the MTNAS and Gumbel supernets)"),
         Dimension("num_task_experts", "int", low=1, high=2, default=1, integer=True,
                   minimum=1, applies_to=zoo_gated, help="experts owned by each task"),
@@ -250,10 +250,10 @@ def _dimensions() -> tuple[Dimension, ...]:
                   minimum=0.0, applies_to=("mtlnas",),
                   help="MTL-NAS minimum-entropy regulariser weight"),
         Dimension("budget", "float", low=0.25, high=1.0, default=1.0, minimum=0.0,
-                  maximum=1.0, applies_to=("gumbel",),
+                  maximum=1.0, applies_to=("gumbel", "gumbel_experts"),
                   help="Gumbel matrix: target fraction of active connections"),
         Dimension("cost_weight", "float", low=0.0, high=0.3, default=0.0, minimum=0.0,
-                  applies_to=("mtnas", "gumbel"),
+                  applies_to=("mtnas", "gumbel", "gumbel_experts"),
                   help="price of the fraction of experts the child computes"),
     )
 

@@ -106,9 +106,10 @@ def trial_config(settings: Mapping[str, Any], options: TrialOptions, model_dir: 
     method_options: dict[str, float] = {}
     if architecture == "mtlnas":
         method_options["entropy_weight"] = float(settings["entropy_weight"])
-    if architecture == "gumbel" and float(settings["budget"]) < 1.0:
+    if architecture in ("gumbel", "gumbel_experts") and float(settings["budget"]) < 1.0:
         method_options["budget"] = float(settings["budget"])
-    if architecture in ("mtnas", "gumbel") and float(settings["cost_weight"]) > 0:
+    if (architecture in ("mtnas", "gumbel", "gumbel_experts")
+            and float(settings["cost_weight"]) > 0):
         method_options["cost_weight"] = float(settings["cost_weight"])
     return SearchConfig(method=architecture, strategy=options.strategy,
                         num_layers=int(settings["num_layers"]),
