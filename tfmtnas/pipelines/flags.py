@@ -124,8 +124,9 @@ def define_search_method_flags() -> None:
                         "default space (its masks set to null are searched); for gumbel a "
                         "stream spec (allocations set to null are searched).")
     flags.DEFINE_integer("num_layers", 2, "Expert layers of the search space.", lower_bound=1)
-    flags.DEFINE_float("arch_learning_rate", 0.05, "Adam learning rate of the architecture.",
-                       lower_bound=0.0)
+    flags.DEFINE_float("arch_learning_rate", None, "Learning rate of the architecture "
+                       "optimizer (default: 5e-3 for gumbel, the reference's router rate; 0.05 "
+                       "for the others).", lower_bound=0.0)
     flags.DEFINE_enum("child", None, CHILD_MODES,
                       "inherit: evaluate the child with the supernet's weights; finetune: "
                       "inherit then train; retrain: train from scratch. Default: inherit for "
@@ -464,8 +465,9 @@ def define_tune_flags() -> None:
                       "finetune or retrain the derived child (as tfmtnas-search).")
     flags.DEFINE_integer("child_epochs", 2, "Search-method trials: child training epochs.",
                          lower_bound=0)
-    flags.DEFINE_float("arch_learning_rate", 0.05, "Search-method trials: architecture "
-                       "learning rate.", lower_bound=0.0)
+    flags.DEFINE_float("arch_learning_rate", None, "Search-method trials: architecture "
+                       "learning rate (default: each method's, as tfmtnas-search).",
+                       lower_bound=0.0)
     flags.DEFINE_integer("latency_calls", 200, "Timed batch-1 calls of each trial's exported "
                          "model through TensorFlow's C API (0: latency not measured).",
                          lower_bound=0)

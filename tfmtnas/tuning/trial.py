@@ -70,7 +70,7 @@ class TrialOptions:
     strategy: str = "default"
     child: str = "finetune"
     child_epochs: int = 2
-    arch_learning_rate: float = 0.05
+    arch_learning_rate: float | None = None  # None: each method's (tfmtnas-search's default)
     latency_calls: int = 200
 
 
