@@ -60,6 +60,10 @@ bench-synthetic-disjoint: install
 	$(PY) benchmarks/negative_transfer.py --num_layers=1 --disjoint_labels --expert_units=4 \
 		--seeds=0,1,2 --settings '{"mtnas": {"options": {"cost_weight": 0.1}}}'
 
+.PHONY: bench-mtlnas
+bench-mtlnas: install
+	$(PY) benchmarks/mtlnas_entropy.py
+
 bench-oracle: install
 	$(PY) benchmarks/route_oracle.py
 

@@ -32,6 +32,15 @@ def test_search_writes_spec_pictures_tensorboard_and_child(method, tiny_csv, tmp
     assert metrics["cost"]["child_flops"] == forward_flops(derived, 1 * 8 + 2)
     assert metrics["cost"]["child_flops"] <= metrics["cost"]["supernet_flops"]
     assert 0.0 <= metrics["child_test"]["click_auc"] <= 1.0
+    config = json.loads((out / "config.json").read_text())
+    if method == "mtlnas":
+        # The paper's child: the supernet's weights under its final edges, not retrained,
+        # so its test metrics are the supernet's (evaluated under those edges).
+        assert config["child"] == "inherit"
+        for name, value in metrics["supernet_test"].items():
+            assert metrics["child_test"][name] == pytest.approx(value, abs=1e-5), name
+    else:
+        assert config["child"] == "finetune"
     child = load_model(out / "child")
     assert child.sharing.spec == __import__("tfmtnas.search", fromlist=["prune"]).prune(derived)
 

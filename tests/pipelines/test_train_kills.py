@@ -51,14 +51,17 @@ def test_killed_training_reruns_to_the_uninterrupted_weights(tiny_csv, tmp_path,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", ["search_epoch_0", "search_batch_1_2", "search_epoch_2"])
-def test_killed_search_reruns_to_the_uninterrupted_spec(tiny_csv, tmp_path, fault):
+@pytest.mark.parametrize("method, fault", [
+    ("gumbel", "search_epoch_0"), ("gumbel", "search_batch_1_2"), ("gumbel", "search_epoch_2"),
+    # MTL-NAS: the 50/50 split redrawn each epoch and the NDDR layers' own optimizer.
+    ("mtlnas", "search_epoch_0"), ("mtlnas", "search_batch_1_2")])
+def test_killed_search_reruns_to_the_uninterrupted_spec(tiny_csv, tmp_path, method, fault):
     def search(model_dir, fault=None):
         env = {fsutil.FAULT_ENV: fault} if fault else {}
         os.environ.update(env)
         try:
             return run_module("tfmtnas.pipelines.search", *CSV_FLAGS,
-                              f"--csv_train={tiny_csv}", "--method=gumbel", "--epochs=3",
+                              f"--csv_train={tiny_csv}", f"--method={method}", "--epochs=3",
                               "--batch_size=32", "--expert_units=4", "--tower_units=4",
                               "--child=inherit", f"--model_dir={model_dir}")
         finally:
