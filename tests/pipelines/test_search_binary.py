@@ -22,9 +22,12 @@ def test_search_writes_spec_pictures_tensorboard_and_child(method, tiny_csv, tmp
     options = json.loads((out / "config.json").read_text())["method_options"]
     assert options.get("cost_weight") == (0.05 if cost else None)
     from tfmtnas.pipelines.training import load_model
-    from tfmtnas.search import RoutingSpec, forward_flops
+    from tfmtnas.search import StreamSpec, forward_flops, prune
+    from tfmtnas.search.streams import spec_from_json
 
-    derived = RoutingSpec.from_json((out / "derived_spec.json").read_text())
+    derived = spec_from_json((out / "derived_spec.json").read_text())
+    # The published Gumbel matrix derives task x component allocations, the others graphs.
+    assert isinstance(derived, StreamSpec) == (method == "gumbel")
     assert not derived.searched
     for png in ("allocation.png", "derived_graph.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -42,7 +45,7 @@ def test_search_writes_spec_pictures_tensorboard_and_child(method, tiny_csv, tmp
     else:
         assert config["child"] == "finetune"
     child = load_model(out / "child")
-    assert child.sharing.spec == __import__("tfmtnas.search", fromlist=["prune"]).prune(derived)
+    assert child.sharing.spec == (derived.prune() if method == "gumbel" else prune(derived))
 
     import tensorflow as tf
 
@@ -83,15 +86,18 @@ def test_cost_weight_is_refused_for_mtlnas(tmp_path):
 
 @pytest.mark.parametrize("text, needle", [
     ("{not json", "not valid JSON"),
-    (None, "names missing expert(s) ['ghost']"),
+    (None, "allocation must be 0/1 with one row per task"),
+    ("routing", "is a RoutingSpec; --method=gumbel searches a StreamSpec"),
 ])
 def test_bad_spec_file(text, needle, tiny_csv, tmp_path):
     from tfmtnas.search.methods import search_space
 
     if text is None:
         spec = json.loads(search_space("gumbel", ["click", "watch"], 2, 2, (4,)).to_json())
-        spec["outputs"][0]["candidates"][0] = "ghost"
+        spec["layers"][0]["allocation"] = [[1, 2], [0, 1]]
         text = json.dumps(spec)
+    elif text == "routing":  # a routing graph for the default --method=gumbel
+        text = search_space("gumbel_experts", ["click", "watch"], 2, 2, (4,)).to_json()
     path = tmp_path / "spec.json"
     path.write_text(text)
     done = run_module("tfmtnas.pipelines.search", *CSV_FLAGS, f"--csv_train={tiny_csv}",
