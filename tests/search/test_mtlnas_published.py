@@ -290,3 +290,25 @@ def test_a_skip_edge_fuses_the_earlier_stage():
     assert [(m.candidates, m.mask) for m in derived.outputs] == [
         (("d1_a", "d1_b", "d0_b"), (1, 0, 1)), (("d1_b", "d1_a", "d0_a"), (1, 1, 1))]
     assert RoutingNetwork(derived).groups[-1].producer_layers == [1, 0]
+
+
+def test_a_search_without_a_model_dir_still_moves_to_each_epochs_halves():
+    from tfmtnas.pipelines.searching import _NextEpoch
+
+    data = make_synthetic(num_train=40, num_validation=10, num_test=10, dim=3, seed=1)
+    epoch = tf.Variable(0, dtype=tf.int64)
+    pairs, _ = search_pairs(data, True, batch_size=64, seed=0, epoch=epoch)
+    seen = []
+
+    def record(weights, arch):
+        tf.py_function(lambda y: seen.append(sorted(y.numpy().tolist())), [weights[1]["y1"]], [])
+        return weights, arch
+
+    names = [t.name for t in data.tasks]
+    model = SearchModel(data.spec, data.tasks, make_method(
+        "mtlnas", search_space("mtlnas", names, 1, expert_units=(4,))), embedding_dim=2,
+        tower_units=(4,))
+    model.compile(keras.optimizers.Adam(0.01), jit_compile=False)
+    model.fit(pairs.map(record), epochs=3, verbose=0, callbacks=[_NextEpoch(epoch)])
+    assert int(epoch.numpy()) == 3 and len(seen) == 3
+    assert len({tuple(s) for s in seen}) == 3  # one half of 20 rows per epoch, each different

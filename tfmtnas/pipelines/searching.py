@@ -137,6 +137,18 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+class _NextEpoch(keras.callbacks.Callback):
+    """Sets ``epoch`` to the next epoch at each epoch's end, before the next epoch's input
+    iterator is made (what :class:`EpochCheckpoints` does for a run with a model dir)."""
+
+    def __init__(self, epoch: tf.Variable):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.assign(epoch + 1)
+
+
 class _ArchitectureLog(keras.callbacks.Callback):
     """TensorBoard scalars: architecture probabilities and losses every ``every`` steps."""
 
@@ -279,6 +291,10 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
                                       arch_optimizer=model.arch_optimizer, **fast)
             initial_epoch = resume.restore()
             callbacks.append(resume)
+        else:
+            # No checkpoints to advance it: the epoch still moves on, so each epoch reads its
+            # own order (and MTL-NAS its own halves).
+            callbacks.append(_NextEpoch(epoch))
 
     if initial_epoch:
         print(f"Resuming the search at epoch {initial_epoch + 1} of {cfg.epochs}.", flush=True)
