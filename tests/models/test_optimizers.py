@@ -69,8 +69,10 @@ def test_dense_gradients_are_plain_adam(fuse_dense):
         g, g2 = (tf.constant(rng.normal(size=(3, 2)).astype("float32")) for _ in range(2))
         lazy.apply_gradients([(g, a), (g2, a2)])  # same shapes: each keeps its own moments
         adam.apply_gradients([(g, b), (g2, b2)])
-    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(a2.numpy(), b2.numpy(), rtol=1e-6)
+    # The fused kernel rounds 1 - beta in float32 where tf-keras rounds it from float64: a
+    # few ulps after 4 steps (2e-6 relative); a wrong formula would be far off.
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(a2.numpy(), b2.numpy(), rtol=1e-5)
     assert lazy._fusing() is fuse_dense
 
 

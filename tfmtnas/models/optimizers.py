@@ -57,11 +57,12 @@ class LazyAdam(keras.optimizers.Adam):
     A step takes the masked form when the table has at most ``masked_rows_per_id`` rows per
     id of the batch (default 8; 0 always takes the row path).
 
-    ``fuse_dense`` (default True) compiles each dense variable's Adam update with XLA into
-    one kernel, instead of about a dozen TensorFlow ops per variable, where Keras would not
-    already do so (Keras compiles every update with XLA on GPU), except under a
-    ``ParameterServerStrategy``. The masked table update is compiled the same way; the
-    gradient's summation into rows stays a TensorFlow kernel (XLA's CPU scatter is slow).
+    ``fuse_dense`` (default True) runs each dense variable's Adam update as one TensorFlow
+    kernel (``ResourceApplyAdam``) instead of about a dozen ops per variable, where Keras
+    would not already compile every update with XLA (it does on GPU), except under a
+    ``ParameterServerStrategy``; the masked table update is compiled with XLA, one function
+    per table shape for the whole process. The gradient's summation into rows stays a
+    TensorFlow kernel (XLA's CPU scatter is slow).
 
     Paper: Kingma & Ba, "Adam: A Method for Stochastic Optimization" (ICLR 2015); the lazy
     variant updates moments only where the gradient is defined.
@@ -105,15 +106,19 @@ class LazyAdam(keras.optimizers.Adam):
         if (self._fusing() and not isinstance(gradient, tf.IndexedSlices)
                 and getattr(variable, "_unique_id", None) is not None
                 and self._var_key(variable) in self._index_dict):
-            return self._fused_dense_step(gradient, variable, id(self._var_key(variable)))
+            key = self._var_key(variable)
+            m = self._momentums[self._index_dict[key]]
+            v = self._velocities[self._index_dict[key]]
+            return _dense_adam(gradient, variable, m, v, *self._constants(variable.dtype))
         return super()._update_step(gradient, variable)
 
-    @tf.function(jit_compile=True, autograph=False)
-    def _fused_dense_step(self, gradient, variable, key):
-        """Adam's dense update of one variable, XLA-compiled (``key`` keeps the functions of
-        same-shaped variables apart, as in Keras' own ``_update_step_xla``)."""
-        del key
-        return keras.optimizers.Adam.update_step(self, gradient, variable)
+    def _constants(self, dtype) -> tuple[tf.Tensor, ...]:
+        """The learning rate, step (``iterations + 1``), ``beta_1``, ``beta_2``, ``1 - beta_1``
+        and ``1 - beta_2`` (taken in Python, as tf-keras' Adam does) and ``epsilon``, as
+        tensors of ``dtype``: the compiled updates take them as arguments."""
+        return tuple(tf.cast(x, dtype) for x in (
+            self.learning_rate, self.iterations + 1, self.beta_1, self.beta_2,
+            1 - self.beta_1, 1 - self.beta_2, self.epsilon))
 
     def _alpha(self, dtype):
         step = tf.cast(self.iterations + 1, dtype)
@@ -161,29 +166,56 @@ class LazyAdam(keras.optimizers.Adam):
                                          rows)
         counts = tf.math.unsorted_segment_sum(tf.ones_like(gradient.indices, dtype),
                                               gradient.indices, rows)
-        self._masked_apply(g, counts, variable, m, v, id(self._var_key(variable)))
+        self._masked_apply(g, counts, variable, m, v)
         return tf.constant(True)
 
-    def _masked_apply(self, g, counts, variable, m, v, key):
-        apply = self._masked_apply_xla if self._fusing() else self._masked_apply_math
-        apply(g, counts, variable, m, v, key)
+    def _masked_apply(self, g, counts, variable, m, v):
+        apply = _masked_adam_xla if self._fusing() else _masked_adam
+        apply(g, counts, variable.handle, m.handle, v.handle, *self._constants(variable.dtype))
 
-    def _masked_apply_math(self, g, counts, variable, m, v, key=None):
-        del key
-        dtype = variable.dtype
-        touched = (counts > 0)[:, tf.newaxis]
-        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
-        m_new = tf.where(touched, beta_1 * m + (1 - beta_1) * g, m)
-        v_new = tf.where(touched, beta_2 * v + (1 - beta_2) * tf.square(g), v)
-        step = tf.where(touched, self._alpha(dtype) * m_new / (tf.sqrt(v_new) + self.epsilon),
-                        tf.zeros_like(m_new))
-        m.assign(m_new)
-        v.assign(v_new)
-        variable.assign_sub(step)
 
-    @tf.function(jit_compile=True, autograph=False)
-    def _masked_apply_xla(self, g, counts, variable, m, v, key):
-        self._masked_apply_math(g, counts, variable, m, v)
+# The fused updates are functions of variable handles and constants, shared by every
+# optimizer of the process: one trace (and one XLA executable) serves every table of a shape.
+# Compiled per optimizer instance and variable instead, each trained model left its XLA
+# executables in TensorFlow's process-wide compilation cache: about 11 MB a trial of a
+# tfmtnas-tune study of small MMoEs (benchmarks/tune_memory.py).
+
+def _adam_alpha(lr, step, beta_1, beta_2):
+    """The learning rate with both bias corrections at ``step``."""
+    return lr * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
+
+
+def _dense_adam(gradient, variable, m, v, lr, step, beta_1, beta_2, c_1, c_2, epsilon):
+    """Adam's dense update in place, as one TensorFlow kernel (``ResourceApplyAdam``)."""
+    del c_1, c_2
+    return tf.raw_ops.ResourceApplyAdam(
+        var=variable.handle, m=m.handle, v=v.handle, beta1_power=tf.pow(beta_1, step),
+        beta2_power=tf.pow(beta_2, step), lr=lr, beta1=beta_1, beta2=beta_2, epsilon=epsilon,
+        grad=tf.cast(gradient, variable.dtype))
+
+
+def _masked_adam(g, counts, variable, m, v, lr, step, beta_1, beta_2, c_1, c_2,
+                 epsilon) -> None:
+    """Adam on the rows with ``counts > 0`` of a dense gradient ``g``; other rows unchanged.
+
+    ``variable``, ``m`` and ``v`` are resource handles (``Variable.handle``): a function of
+    handles is traced once per shape, where one of variables would hold on to the variables
+    of its first call.
+    """
+    del c_1, c_2  # the row form's rounding: 1 - beta in the variable's dtype
+    read = lambda handle: tf.raw_ops.ReadVariableOp(resource=handle, dtype=g.dtype)
+    m_old, v_old = read(m), read(v)
+    alpha = _adam_alpha(lr, step, beta_1, beta_2)
+    touched = (counts > 0)[:, tf.newaxis]
+    m_new = tf.where(touched, beta_1 * m_old + (1 - beta_1) * g, m_old)
+    v_new = tf.where(touched, beta_2 * v_old + (1 - beta_2) * tf.square(g), v_old)
+    step = tf.where(touched, alpha * m_new / (tf.sqrt(v_new) + epsilon), tf.zeros_like(m_new))
+    tf.raw_ops.AssignVariableOp(resource=m, value=m_new)
+    tf.raw_ops.AssignVariableOp(resource=v, value=v_new)
+    tf.raw_ops.AssignSubVariableOp(resource=variable, value=step)
+
+
+_masked_adam_xla = tf.function(_masked_adam, jit_compile=True, autograph=False)
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
