@@ -22,6 +22,8 @@ e.g. ``--compile='{"steps_per_execution": 8}'``.
 Example:
     >>> categorize("LazyAdam/Gather:ResourceGather")
     'optimizer updates'
+    >>> categorize("while/body/_1/while/LazyAdam/cond/UnsortedSegmentSum:UnsortedSegmentSum")
+    'optimizer updates'
     >>> categorize("dot.4@a_forward_core_logits_897__.3")
     'matmuls'
 """
@@ -65,15 +67,17 @@ def categorize(name: str, optimizer: str = "LazyAdam") -> str:
         return "TensorFlow executor"
     if ":" not in name:  # an XLA thunk: "<hlo op>@<hlo module>"
         op, _, module = name.partition("@")
-        if "update_step" in module or "dense_step" in module or "masked_apply" in module:
+        if any(k in module for k in ("update_step", "dense_step", "masked_apply",
+                                     "masked_adam", "dense_adam")):
             return "optimizer updates"
         if op.lower().startswith(("dot", "matmul", "einsum", "convolution", "custom-call",
                                   "ynn_dot")):
             return "matmuls"
         return "XLA elementwise: bias, activation, softmax, their backward, transposes"
     scope, op_type = name.rsplit(":", 1)
-    if scope.startswith((optimizer + "/", "Adam/", "LazyAdam/", "SGD/", "Adagrad/")) \
-            or op_type == "Unique":
+    # Inside the loop of several steps per call, scopes start with "while/body/...".
+    if {optimizer, "Adam", "LazyAdam", "SGD", "Adagrad"} & set(scope.split("/")) \
+            or op_type in ("Unique", "ResourceApplyAdam"):
         return "optimizer updates"
     if "embedding" in lower:
         return "embedding gather and its gradient"
@@ -206,7 +210,8 @@ def main(argv: list[str] | None = None) -> None:
     tf.profiler.experimental.stop()
     trace = read_trace(logdir)
     spans = trace["steps"]
-    per_exec = args.steps / max(len(spans), 1)
+    spe = getattr(model, "_steps_per_execution", None)
+    per_exec = 1 if spe is None else int(spe.numpy())  # steps per train_function call
     wall = statistics.median(d for _, d in spans) / 1e9 / per_exec
     gaps = [(b[0] - (a[0] + a[1])) / 1e9 / per_exec for a, b in zip(spans, spans[1:])]
     gap = statistics.median(gaps) if gaps else float("nan")
