@@ -117,7 +117,7 @@ def _print_row(row) -> None:
     print(f"{row['dataset']:9s} seed {row['seed']} entropy_weight {row['weight']:g}: "
           f"H {row['entropy']:.3f} nats, {row['decided']:.0%} decided, kept {row['kept']}; "
           f"supernet {_metric_text(row['relaxed'])} | child {_metric_text(row['hard'])} | "
-          f"gap {_gap(row):.4f} ({row['seconds']:.0f} s)", flush=True)
+          f"gap {_gap(row):.6f} ({row['seconds']:.0f} s)", flush=True)
 
 
 def _summary(rows) -> None:
@@ -129,7 +129,7 @@ def _summary(rows) -> None:
             child = {k: np.mean([r["hard"][k] for r in group]) for k in group[0]["hard"]}
             print(f"{name:9s} {weight:4g}  H {np.mean([r['entropy'] for r in group]):.3f}  "
                   f"decided {np.mean([r['decided'] for r in group]):.0%}  "
-                  f"child {_metric_text(child)}  gap {np.mean([_gap(r) for r in group]):.4f}")
+                  f"child {_metric_text(child)}  gap {np.mean([_gap(r) for r in group]):.6f}")
 
 
 if __name__ == "__main__":
