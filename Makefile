@@ -64,6 +64,12 @@ bench-synthetic-disjoint: install
 bench-mtlnas: install
 	$(PY) benchmarks/mtlnas_entropy.py
 
+# The Gumbel-matrix paper's MNIST task set (two repeats of upright and of rotated digits):
+# no sharing, full sharing and the Gumbel child, and the allocation's overlap, 5 seeds.
+.PHONY: bench-mnist
+bench-mnist: install
+	$(PY) benchmarks/mnist_task_sets.py --seeds 0 1 2 3 4
+
 bench-oracle: install
 	$(PY) benchmarks/route_oracle.py
 
