@@ -17,18 +17,8 @@ INPUTS = [RNG.normal(size=[B, H]).astype(np.float32) for _ in range(T)]
 
 
 def np_towers(inputs, towers):
-    bank = towers.towers
-    kernels = [k.numpy() for k in bank.kernels]
-    biases = [b.numpy() for b in bank.biases]
-    logits = []
-    for t, x in enumerate(inputs):
-        h = x.astype(np.float64)
-        for i, (k, b) in enumerate(zip(kernels, biases, strict=True)):
-            h = h @ k[t] + b[t]
-            if i < len(kernels) - 1:
-                h = np.maximum(h, 0.0)
-        logits.append(h[:, 0])
-    return np.stack(logits, axis=1)
+    """One logit per tower: ``[B, T]``."""
+    return np_wide_towers(inputs, towers, [1] * len(inputs))
 
 
 @pytest.mark.parametrize("units", [[], [6, 3]], ids=["linear", "hidden"])

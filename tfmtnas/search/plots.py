@@ -42,14 +42,8 @@ def plot_allocation(method, path: str | Path) -> Path:
     fig = _figure((3.2 * len(groups) + 1, 3.2))
     axes = fig.subplots(1, len(groups), squeeze=False)
     for ax, g, p, names in zip(axes[0], groups, probs, producers):
-        im = ax.imshow(p, vmin=0, vmax=1, cmap="Blues")
-        ax.set_xticks(range(len(names)), names, rotation=60, fontsize=7)
-        ax.set_yticks(range(len(g.names)), g.names, fontsize=7)
-        for (r, c), val in _cells(p):
-            if g.candidates[r, c]:
-                ax.text(c, r, f"{val:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if val > 0.6 else "black")
-        ax.set_title(f"reads layer {g.producer_layer}", fontsize=8)
+        im = _probability_panel(ax, p, names, g.names, f"reads layer {g.producer_layer}",
+                                shown=g.candidates)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="P(connection)")
     fig.suptitle(f"{method.method_name}: learned allocation", fontsize=9)
     return _save(fig, path)
@@ -60,16 +54,23 @@ def _plot_stream_allocation(method, path) -> Path:
     fig = _figure((3.2 * len(spec.layers) + 1, 0.5 * len(spec.tasks) + 2.2))
     axes = fig.subplots(1, len(spec.layers), squeeze=False)
     for i, (ax, ly, p) in enumerate(zip(axes[0], spec.layers, probs)):
-        im = ax.imshow(p, vmin=0, vmax=1, cmap="Blues")
-        ax.set_xticks(range(len(ly.components)), ly.components, rotation=60, fontsize=7)
-        ax.set_yticks(range(len(spec.tasks)), spec.tasks, fontsize=7)
-        for (r, c), val in _cells(p):
-            ax.text(c, r, f"{val:.2f}", ha="center", va="center", fontsize=6,
-                    color="white" if val > 0.6 else "black")
-        ax.set_title(f"layer {i}", fontsize=8)
+        im = _probability_panel(ax, p, ly.components, spec.tasks, f"layer {i}")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="P(task uses component)")
     fig.suptitle(f"{method.method_name}: learned allocation", fontsize=9)
     return _save(fig, path)
+
+
+def _probability_panel(ax, p, columns, rows, title: str, shown=None):
+    """One heat map of probabilities ``p`` [rows, columns], each ``shown`` cell labelled."""
+    im = ax.imshow(p, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(len(columns)), columns, rotation=60, fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    for (r, c), val in _cells(p):
+        if shown is None or shown[r, c]:
+            ax.text(c, r, f"{val:.2f}", ha="center", va="center", fontsize=6,
+                    color="white" if val > 0.6 else "black")
+    ax.set_title(title, fontsize=8)
+    return im
 
 
 def _cells(p):
