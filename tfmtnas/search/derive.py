@@ -106,10 +106,7 @@ def derive_child(search_model, inherit: bool = True) -> MultiTaskModel:
     """
     method = search_model.method
     fixed = method.derive()
-    if hasattr(method, "child_network"):  # a method with a space of its own (streams)
-        network = method.child_network(fixed, name="child")
-    else:
-        network = RoutingNetwork(fixed, name="child")
+    network = method.child_network(fixed, name="child")
     child = MultiTaskModel(search_model.spec, search_model.tasks, sharing=network,
                            embedding_dim=search_model.embedding_dim,
                            tower_units=search_model.tower_units)

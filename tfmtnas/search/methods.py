@@ -48,7 +48,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfmtnas import keras
-from tfmtnas.search.network import MixerGroup, mixer_groups
+from tfmtnas.search.network import MixerGroup, RoutingNetwork, mixer_groups
 from tfmtnas.search.spec import INPUT, Expert, Layer, Mixer, RoutingSpec
 from tfmtnas.search.streams import GumbelStreams, StreamSpec, stream_space
 from tfmtnas.search.usage import ExpertUsage
@@ -197,6 +197,16 @@ class SearchMethod(keras.layers.Layer):
     def network_options(self) -> dict:
         """Extra :class:`RoutingNetwork` arguments the method needs (default none)."""
         return {}
+
+    def build_network(self, **kwargs) -> RoutingNetwork:
+        """The supernet over the method's spec (a method with a space of its own, as
+        :class:`~tfmtnas.search.streams.GumbelStreams`, builds its own network)."""
+        return RoutingNetwork(self.spec, search_queries=self.search_queries,
+                              **self.network_options(), **kwargs)
+
+    def child_network(self, fixed: RoutingSpec, **kwargs) -> RoutingNetwork:
+        """The network of a derived (fixed) spec."""
+        return RoutingNetwork(fixed, **kwargs)
 
     def sample(self, mode: str, step: tf.Tensor) -> tuple[list[dict], dict]:
         """Routes for ``mode`` (weight / arch / eval) and auxiliary tensors for the losses."""

@@ -32,7 +32,6 @@ import tensorflow as tf
 from tfmtnas import keras
 from tfmtnas.models.multitask import MultiTaskModel
 from tfmtnas.search.methods import SearchMethod
-from tfmtnas.search.network import RoutingNetwork
 
 
 class SearchModel(MultiTaskModel):
@@ -53,11 +52,7 @@ class SearchModel(MultiTaskModel):
     def __init__(self, spec, tasks, method: SearchMethod, arch_optimizer=None,
                  arch_warmup_steps: int = 0, embedding_dim: int = 8, tower_units=(32,),
                  **kwargs):
-        if hasattr(method, "build_network"):  # a method with a space of its own (streams)
-            network = method.build_network(name="supernet")
-        else:
-            network = RoutingNetwork(method.spec, search_queries=method.search_queries,
-                                     name="supernet", **method.network_options())
+        network = method.build_network(name="supernet")
         super().__init__(spec, tasks, sharing=network, embedding_dim=embedding_dim,
                          tower_units=tower_units, **kwargs)
         self.method = method
