@@ -144,6 +144,12 @@ def define_search_method_flags() -> None:
     flags.DEFINE_integer("edge_depth", 3, "MTL-NAS: the fusion after stage i may read the "
                          "other tasks' stages i-edge_depth+1..i (the paper's 3: i-2..i).",
                          lower_bound=1)
+    flags.DEFINE_string("warm_start_dir", None, "MTL-NAS: model dir of a finished "
+                        "`tfmtnas-train --model=single_task` run on the same data; its "
+                        "embedding, each task's MLP (split into the task's column, "
+                        "--num_layers experts of --expert_units) and towers start the "
+                        "supernet, as the paper starts from single-task networks. Not "
+                        "reapplied when the search resumes.")
     flags.DEFINE_float("cost_weight", 0.0, "Gumbel and MTNAS: price of the fraction of experts "
                        "the child computes (loss penalty / reward cost).", lower_bound=0.0)
     flags.DEFINE_integer("log_every", 20, "Steps between TensorBoard architecture logs.",
@@ -375,7 +381,7 @@ def search_config():
         optimizer=FLAGS.optimizer, arch_learning_rate=FLAGS.arch_learning_rate,
         method_options=options, child=FLAGS.child,
         child_epochs=FLAGS.child_epochs, column_warmup_epochs=FLAGS.column_warmup_epochs,
-        edge_depth=FLAGS.edge_depth,
+        edge_depth=FLAGS.edge_depth, warm_start_dir=FLAGS.warm_start_dir,
         seed=FLAGS.seed, jit_compile=FLAGS.jit_compile,
         model_dir=FLAGS.model_dir, log_every=FLAGS.log_every, strategy=FLAGS.strategy)
 

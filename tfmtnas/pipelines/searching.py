@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
@@ -28,16 +29,22 @@ from tfmtnas.distribute import (
     is_parameter_server,
     split_global_batches,
 )
-from tfmtnas.errors import UserError
+from tfmtnas.errors import MissingFileError, UserError
 from tfmtnas.fsutil import FAULT_ENV, atomic_write
 from tfmtnas.models import make_optimizer
-from tfmtnas.pipelines.resume import CHECKPOINTS, EpochCheckpoints
+from tfmtnas.pipelines.resume import (
+    CHECKPOINTS,
+    FINGERPRINT_FILE,
+    EpochCheckpoints,
+    data_fingerprint,
+)
 from tfmtnas.pipelines.training import (
     FaultPoints,
     StopOnNonFiniteLoss,
     TrainConfig,
     _fetched,
     finite_json,
+    load_model,
     save_model,
     start_run,
     task_metrics,
@@ -47,6 +54,7 @@ from tfmtnas.search.derive import derive_child
 from tfmtnas.search.methods import make_method, search_space
 from tfmtnas.search.model import SearchModel
 from tfmtnas.search.streams import spec_from_json
+from tfmtnas.search.warm_start import check_single_task, warm_start_columns
 
 CHILD_MODES = ("inherit", "finetune", "retrain")
 # The child each method uses unless told: MTL-NAS evaluates its searched network as it is,
@@ -93,6 +101,10 @@ class SearchConfig:
     column_warmup_epochs: int = 0
     # MTL-NAS: the mixer after stage i reads the other tasks' stages i - edge_depth + 1 .. i.
     edge_depth: int = 3
+    # MTL-NAS: the model dir of a finished ``tfmtnas-train --model=single_task`` run whose
+    # embedding, per-task MLPs and towers start the supernet (the paper's start); see
+    # warm_start_from_dir. A resumed run restores its checkpoint instead.
+    warm_start_dir: str | None = None
     seed: int = 0
     jit_compile: bool = True
     model_dir: str | None = None
@@ -211,6 +223,76 @@ def _space(cfg: SearchConfig, data: DataSource) -> RoutingSpec | StreamSpec:
     return spec
 
 
+def warm_start_from_dir(model: SearchModel, warm_start_dir: str | os.PathLike,
+                        data: DataSource,
+                        strategy: tf.distribute.Strategy | None = None) -> list[tf.Variable]:
+    """Start ``model``'s MTL-NAS columns from a finished single-task run (Gao et al., CVPR
+    2020: the backbones start from trained single-task networks).
+
+    ``warm_start_dir`` must be the model dir of a finished ``tfmtnas-train
+    --model=single_task`` run (``config.json``, ``model.json``, ``weights/`` and
+    ``metrics.json``) with the search's tasks, features and sizes
+    (:func:`~tfmtnas.search.warm_start.check_single_task`), trained on the data the search
+    reads: the data digest in its ``fingerprint.json`` must equal this data's, so its
+    columns saw no validation or test row of the search. Then
+    :func:`~tfmtnas.search.warm_start.warm_start_columns` copies its embedding, per-task
+    MLPs and towers into the supernet.
+
+    Args:
+        model: a freshly built MTL-NAS :class:`~tfmtnas.search.model.SearchModel`.
+        warm_start_dir: the single-task run's model dir.
+        data: the search's data.
+        strategy: the strategy ``model``'s variables were made under (default: the current
+            one); the single-task model is loaded outside it.
+
+    Returns:
+        The supernet variables written.
+
+    Raises:
+        UserError: one line naming what is wrong with the folder (missing, not a finished
+            single-task run, other tasks, features, sizes or data) and what to do.
+
+    Example:
+        >>> warm_start_from_dir(search_model, "runs/single", data)  # doctest: +SKIP
+    """
+    path = Path(warm_start_dir)
+    wanted = "give the model dir of a finished tfmtnas-train --model=single_task run"
+    if not path.is_dir():
+        raise MissingFileError(f"--warm_start_dir {path} "
+                               f"{'is a file' if path.exists() else 'does not exist'}: "
+                               f"{wanted}.")
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        raise UserError(f"--warm_start_dir {path} has no readable config.json, so it is not "
+                        f"a tfmtnas-train model dir: {wanted}.") from None
+    if "model" not in config:
+        kind = "a tfmtnas-search run" if "method" in config else "no tfmtnas-train run"
+        raise UserError(f"--warm_start_dir {path} holds {kind}: {wanted}.")
+    if config["model"] != "single_task":
+        raise UserError(f"--warm_start_dir {path} holds a --model={config['model']} run, not "
+                        f"one MLP per task: train one with tfmtnas-train --model=single_task "
+                        f"on the search's data.")
+    missing = [n for n in ("model.json", "weights", "metrics.json") if not (path / n).exists()]
+    if missing:
+        raise UserError(f"--warm_start_dir {path} holds an unfinished run (no "
+                        f"{', '.join(missing)}): rerun its tfmtnas-train command to finish "
+                        f"it.")
+    single = load_model(path)
+    check_single_task(model, single)
+    try:
+        recorded = json.loads((path / FINGERPRINT_FILE).read_text()).get("data")
+    except (OSError, ValueError):
+        recorded = None
+    if recorded != data_fingerprint(data):
+        raise UserError(f"--warm_start_dir {path} was trained on other data than this search "
+                        f"reads (the data digest of its {FINGERPRINT_FILE} differs): train "
+                        f"it with the search's --dataset, --data_dir, dataset flags and "
+                        f"--seed, so its columns see the search's training split only.")
+    with (strategy or tf.distribute.get_strategy()).scope():
+        return warm_start_columns(model, single)
+
+
 def _atomic_plot(plot, what, path: Path) -> None:
     """Draw ``plot(what, tmp)`` into a temporary sibling of ``path``, then rename it."""
     tmp = path.with_name(f".{path.stem}-{os.getpid()}.tmp{path.suffix}")
@@ -228,6 +310,9 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
     cfg = dataclasses.replace(cfg, child=child_mode(cfg))
     if cfg.column_warmup_epochs and cfg.method != "mtlnas":
         raise UserError(f"column_warmup_epochs applies to --method=mtlnas, not {cfg.method}.")
+    if cfg.warm_start_dir and cfg.method != "mtlnas":
+        raise UserError(f"--warm_start_dir applies to --method=mtlnas (columns started from "
+                        f"single-task models), not --method={cfg.method}.")
     if cfg.child not in CHILD_MODES:
         raise UserError(f"child must be one of {CHILD_MODES}, got {cfg.child!r}.")
     if cfg.arch_optimizer not in ARCH_OPTIMIZERS:
@@ -296,6 +381,12 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
             # own order (and MTL-NAS its own halves).
             callbacks.append(_NextEpoch(epoch))
 
+    if cfg.warm_start_dir and not initial_epoch:
+        # Only a fresh run: a resumed one has restored the weights its checkpoint holds,
+        # warm start included.
+        warm_start_from_dir(model, cfg.warm_start_dir, data, strategy)
+        print(f"Warm start: embedding, columns and towers from {cfg.warm_start_dir}.",
+              flush=True)
     if initial_epoch:
         print(f"Resuming the search at epoch {initial_epoch + 1} of {cfg.epochs}.", flush=True)
     if model_dir is not None and chief:
