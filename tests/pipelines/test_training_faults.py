@@ -101,3 +101,12 @@ def test_weights_are_written_before_the_file_naming_them(synthetic, tmp_path, mo
         np.testing.assert_array_equal(a, b)
     assert not list(run.glob(".weights-*"))
     del first
+
+
+def test_a_run_without_a_model_dir_reads_each_epochs_own_order(synthetic, tmp_path):
+    # With a model dir, EpochCheckpoints moves the data epoch on; without one, NextEpoch
+    # must, or every epoch would re-read epoch 0's shuffle and the weights would differ.
+    with_dir = train_and_evaluate(_cfg(tmp_path, epochs=3), synthetic).model
+    without = train_and_evaluate(_cfg(tmp_path, epochs=3, model_dir=None), synthetic).model
+    for a, b in zip(with_dir.get_weights(), without.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

@@ -293,7 +293,7 @@ def test_a_skip_edge_fuses_the_earlier_stage():
 
 
 def test_a_search_without_a_model_dir_still_moves_to_each_epochs_halves():
-    from tfmtnas.pipelines.searching import _NextEpoch
+    from tfmtnas.pipelines.resume import NextEpoch
 
     data = make_synthetic(num_train=40, num_validation=10, num_test=10, dim=3, seed=1)
     epoch = tf.Variable(0, dtype=tf.int64)
@@ -309,6 +309,6 @@ def test_a_search_without_a_model_dir_still_moves_to_each_epochs_halves():
         "mtlnas", search_space("mtlnas", names, 1, expert_units=(4,))), embedding_dim=2,
         tower_units=(4,))
     model.compile(keras.optimizers.Adam(0.01), jit_compile=False)
-    model.fit(pairs.map(record), epochs=3, verbose=0, callbacks=[_NextEpoch(epoch)])
+    model.fit(pairs.map(record), epochs=3, verbose=0, callbacks=[NextEpoch(epoch)])
     assert int(epoch.numpy()) == 3 and len(seen) == 3
     assert len({tuple(s) for s in seen}) == 3  # one half of 20 rows per epoch, each different

@@ -140,7 +140,29 @@ def check_resume(model_dir: Path, state: str, config: Mapping, data,
         atomic_write(path, json.dumps(current, indent=1, sort_keys=True))
 
 
-class EpochCheckpoints(keras.callbacks.Callback):
+class NextEpoch(keras.callbacks.Callback):
+    """Set ``epoch`` to the next epoch at each epoch's end, before the next epoch's input
+    iterator is made, so that the data order of epoch k is a function of the seed and k.
+
+    :class:`EpochCheckpoints` does this and saves; a run without a model dir uses this alone.
+
+    Args:
+        epoch: int64 variable the input pipeline reads.
+
+    Example:
+        >>> epoch = tf.Variable(0, dtype=tf.int64)
+        >>> model.fit(train, epochs=4, callbacks=[NextEpoch(epoch)])  # doctest: +SKIP
+    """
+
+    def __init__(self, epoch: tf.Variable):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.assign(epoch + 1)
+
+
+class EpochCheckpoints(NextEpoch):
     """Save a run's state after every epoch; :meth:`restore` it when the run starts again.
 
     The state is ``objects`` (the model, which tracks its optimizer, and anything else with
@@ -171,8 +193,8 @@ class EpochCheckpoints(keras.callbacks.Callback):
 
     def __init__(self, directory: Path, epoch: tf.Variable, chief: bool = True,
                  **objects):
-        super().__init__()
-        self.directory, self.epoch, self.chief = Path(directory), epoch, chief
+        super().__init__(epoch)
+        self.directory, self.chief = Path(directory), chief
         self._checkpoint = tf.train.Checkpoint(epoch=epoch, **objects)
         self._manager: tf.train.CheckpointManager | None = None
 
@@ -186,7 +208,7 @@ class EpochCheckpoints(keras.callbacks.Callback):
         return int(self.epoch.numpy())
 
     def on_epoch_end(self, epoch, logs=None):
-        self.epoch.assign(epoch + 1)
+        super().on_epoch_end(epoch, logs)
         if self.chief:
             if self._manager is None:
                 self._manager = tf.train.CheckpointManager(self._checkpoint,

@@ -36,6 +36,7 @@ from tfmtnas.pipelines.resume import (
     CHECKPOINTS,
     FINGERPRINT_FILE,
     EpochCheckpoints,
+    NextEpoch,
     data_fingerprint,
 )
 from tfmtnas.pipelines.training import (
@@ -147,18 +148,6 @@ class _EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)
-
-
-class _NextEpoch(keras.callbacks.Callback):
-    """Sets ``epoch`` to the next epoch at each epoch's end, before the next epoch's input
-    iterator is made (what :class:`EpochCheckpoints` does for a run with a model dir)."""
-
-    def __init__(self, epoch: tf.Variable):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.epoch.assign(epoch + 1)
 
 
 class _ArchitectureLog(keras.callbacks.Callback):
@@ -379,7 +368,7 @@ def run_search(cfg: SearchConfig, data: DataSource | None = None,
         else:
             # No checkpoints to advance it: the epoch still moves on, so each epoch reads its
             # own order (and MTL-NAS its own halves).
-            callbacks.append(_NextEpoch(epoch))
+            callbacks.append(NextEpoch(epoch))
 
     if cfg.warm_start_dir and not initial_epoch:
         # Only a fresh run: a resumed one has restored the weights its checkpoint holds,

@@ -30,7 +30,7 @@ from tfmtnas.errors import DivergedError, MissingFileError, UserError
 from tfmtnas.features import FeatureSpec
 from tfmtnas.fsutil import FAULT_ENV, atomic_write, fault_point, replace_dir, restore_aside
 from tfmtnas.models import MultiTaskModel, make_optimizer
-from tfmtnas.pipelines.resume import CHECKPOINTS, EpochCheckpoints, check_resume
+from tfmtnas.pipelines.resume import CHECKPOINTS, EpochCheckpoints, NextEpoch, check_resume
 
 
 @dataclasses.dataclass
@@ -334,6 +334,10 @@ def train_and_evaluate(cfg: TrainConfig, data: DataSource | None = None,
             resume = EpochCheckpoints(model_dir / CHECKPOINTS, epoch, chief=chief, model=model)
             initial_epoch = resume.restore()
             callbacks.append(resume)
+        else:
+            # No checkpoints to advance it: the epoch still moves on, so each epoch reads its
+            # own order.
+            callbacks.append(NextEpoch(epoch))
     if os.environ.get(FAULT_ENV):
         callbacks.append(FaultPoints("train"))
     start = time.perf_counter()
