@@ -111,15 +111,20 @@ def test_full_sharing_child_runs_each_component_once():
     assert [len(p.pair_component) for p in plans] == [3, 3]  # no sharing: one per task
 
 
+def randomised_probabilities(method: GumbelStreams, seed: int) -> list[np.ndarray]:
+    """Set every allocation logit pair to random values; each layer's p(on) by NumPy."""
+    rng = np.random.default_rng(seed)
+    for v in method.trainable_variables:
+        v.assign(rng.normal(size=v.shape).astype(np.float32))
+    return [1 / (1 + np.exp(-(v.numpy()[..., 0] - v.numpy()[..., 1])))
+            for v in method.trainable_variables]
+
+
 def test_budget_penalty_is_per_task_relu_of_expected_fraction():
     spec = stream_space(["a", "b"], 2, 3, (4,))
     method = GumbelStreams(spec, budget=0.4, budget_weight=2.0, seed=0)
-    rng = np.random.default_rng(2)
-    for v in method.trainable_variables:
-        v.assign(rng.normal(size=v.shape).astype(np.float32))
+    p = randomised_probabilities(method, seed=2)
     _, aux = method.sample("weight", tf.constant(3))
-    p = [1 / (1 + np.exp(-(v.numpy()[..., 0] - v.numpy()[..., 1])))
-         for v in method.trainable_variables]
     usage = (p[0].sum(1) + p[1].sum(1)) / 6.0  # expected components per task / N = 6
     want = 2.0 * np.maximum(usage - 0.4, 0.0).sum()
     assert want > 0
@@ -250,12 +255,8 @@ def test_flops_count_pairs_and_the_cost_term_counts_kept_components():
     # Child: layer 0 one stream, 2 pairs; layer 1 two pairs on that stream.
     assert stream_flops(fixed, 5) == 2 * 40 + 2 * 32 + 2 * 4 * (2 + 2)
     method = GumbelStreams(spec, cost_weight=0.5, seed=0)
-    rng = np.random.default_rng(4)
-    for v in method.trainable_variables:
-        v.assign(rng.normal(size=v.shape).astype(np.float32))
+    p = randomised_probabilities(method, seed=4)
     _, aux = method.sample("eval", tf.constant(0))
-    p = [1 / (1 + np.exp(-(v.numpy()[..., 0] - v.numpy()[..., 1])))
-         for v in method.trainable_variables]
     kept = sum((1 - np.prod(1 - q, 0)).sum() for q in p) / 6.0  # component kept by any task
     np.testing.assert_allclose(float(method.weight_penalty(aux, 0)), 0.5 * kept, rtol=1e-6)
 
