@@ -421,9 +421,10 @@ class GumbelStreams(keras.layers.Layer):
     learn jointly from the training loss (``joint=True``: single-level, the paper's), the
     router with its own optimizer (``tfmtnas-search``'s ``--arch_learning_rate``).
 
-    Departures from the reference: a step trains one batch that mixes the tasks' rows (the
-    reference trains one task per step, so its step counter, and with it the temperature,
-    advances once per task batch); the components are MLPs. A task that selects nothing at
+    Departures from the reference: ``tfmtnas-search`` feeds batches that mix the tasks' rows
+    (the reference trains one task's batch per step, so its step counter, and with it the
+    temperature, advances once per task batch; ``benchmarks/mnist_task_sets.py`` feeds
+    per-task batches as it does); the components are MLPs. A task that selects nothing at
     a layer has a zero stream there (as in the reference); with ReLU layers whose biases are
     zero the layers above pass such a stream no gradient until a component is selected again.
 
